@@ -1,0 +1,42 @@
+# Set-up and checks. `make demo` and `make test` each install what they need first.
+# Installs go into the active virtualenv / conda env if there is one, else into ./.venv.
+ifneq ($(VIRTUAL_ENV)$(CONDA_PREFIX),)
+PYTHON ?= python
+else
+PYTHON := .venv/bin/python
+endif
+PIP := $(PYTHON) -m pip
+# The offline demo and the tests never reach the model hub.
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: venv install install-test demo test lint typecheck pytest
+
+venv:
+ifeq ($(VIRTUAL_ENV)$(CONDA_PREFIX),)
+	test -x .venv/bin/python || python3 -m venv .venv
+endif
+
+# torch first: the CPU build torch==2.13.0 only when no torch is importable, so a user's own
+# (CUDA) torch is kept. torchvision is never installed by default (see DESIGN.md's traps).
+install: venv
+	$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install "torch==2.13.0"
+	$(PIP) install -e .
+
+install-test: venv
+	$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install "torch==2.13.0"
+	$(PIP) install -e ".[test]"
+
+demo: install-test
+	$(PYTHON) -m fmit_plugin.demo
+
+lint:
+	$(PYTHON) -m ruff check fmit_plugin tests benchmarks
+
+typecheck:
+	$(PYTHON) -m mypy fmit_plugin
+
+pytest:
+	$(PYTHON) -m pytest -q tests
+
+test: install-test lint typecheck pytest

@@ -1,0 +1,104 @@
+"""
+Accuracy benchmark: train a config on a Twitter MNER folder, evaluate on its test split, and
+write overall / per-type P/R/F1, epochs and seconds per epoch (with the machine) to a JSON file.
+
+    python benchmarks/accuracy.py training_configs/bert_crf_offline.jsonnet \
+        --data-dir ../shared/data/twitter2015 --epochs 5 --seeds 13370 \
+        --output benchmarks/results/bert_crf_offline_twitter2015.json
+
+Several --seeds give one run each plus their mean. Not a test: it takes minutes to hours.
+"""
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from fmit_plugin.commands.train import train_model_from_file
+from fmit_plugin.common.plugins import import_plugins
+
+TYPES = ("PER", "LOC", "ORG", "MISC")
+
+
+def machine() -> dict:
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+
+
+def run_once(config: str, data_dir: str, epochs: int, seed: int, overrides: dict, keep: str | None) -> dict:
+    os.environ["DATA_DIR"] = data_dir
+    serialization_dir = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="fmit_bench_"))
+    try:
+        started = time.time()
+        train_model_from_file(
+            config, serialization_dir,
+            overrides={"trainer.num_epochs": epochs, "trainer.seed": seed, **overrides},
+            force=True,
+        )
+        wall = time.time() - started
+        metrics = json.loads((serialization_dir / "metrics.json").read_text())
+        epoch_files = sorted(serialization_dir.glob("metrics_epoch_*.json"))
+        durations = [json.loads(f.read_text())["epoch_duration_seconds"] for f in epoch_files]
+        return {
+            "seed": seed,
+            "epochs_run": len(durations),
+            "best_epoch": metrics.get("best_epoch"),
+            "seconds_per_epoch": statistics.mean(durations) if durations else None,
+            "wall_seconds": wall,
+            "test": {k[len("test_"):]: v for k, v in metrics.items() if k.startswith("test_")},
+            "best_validation_f1": metrics.get("best_validation_f1-measure-overall"),
+        }
+    finally:
+        if not keep:
+            shutil.rmtree(serialization_dir, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("config")
+    parser.add_argument("--data-dir", required=True)
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[13370])
+    parser.add_argument("--overrides", default="{}", help="JSON overrides for the config")
+    parser.add_argument("--output", required=True, help="results JSON file")
+    parser.add_argument("--keep", help="keep the serialization dir here (single seed only)")
+    args = parser.parse_args()
+    import_plugins()
+    runs = [run_once(args.config, args.data_dir, args.epochs, seed, json.loads(args.overrides), args.keep)
+            for seed in args.seeds]
+    mean = {
+        key: statistics.mean(run["test"].get(key, 0.0) for run in runs)
+        for key in runs[0]["test"]
+    }
+    result = {
+        "config": args.config,
+        "data_dir": args.data_dir,
+        "epochs": args.epochs,
+        "overrides": json.loads(args.overrides),
+        "command": " ".join(["python", *sys.argv]),
+        "machine": machine(),
+        "runs": runs,
+        "mean_test": mean,
+    }
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
+    cells = [f"{100 * mean.get(f'f1-measure-{t}', 0.0):.2f}" for t in TYPES]
+    print(f"overall P/R/F1: {100 * mean['precision-overall']:.2f} / {100 * mean['recall-overall']:.2f} / "
+          f"{100 * mean['f1-measure-overall']:.2f}; per-type F1 {dict(zip(TYPES, cells))}")
+
+
+if __name__ == "__main__":
+    main()

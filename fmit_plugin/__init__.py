@@ -1,0 +1,13 @@
+"""
+fmit-plugin: multi-modal named entity recognition (FMIT, Lu et al., COLING 2022) as an
+AllenNLP-style plugin. Importing the package registers its readers, embedders, models,
+trainers, predictors and subcommands.
+"""
+from fmit_plugin import commands as _commands  # noqa: F401
+from fmit_plugin import modules, predictors  # noqa: F401
+from fmit_plugin.commands import evaluate, predict, train  # noqa: F401
+from fmit_plugin.data import dataset_reader, twitter_mner  # noqa: F401
+from fmit_plugin.models import crf_tagger  # noqa: F401
+from fmit_plugin.training import optimizers, trainer  # noqa: F401
+
+__version__ = "0.1.0"

@@ -1,0 +1,88 @@
+"""`allennlp evaluate ARCHIVE INPUT`: span P/R/F1 overall and per type, printed and as JSON."""
+import argparse
+import json
+import logging
+from pathlib import Path
+from typing import Any, Optional, Union
+
+from tango.common.exceptions import ConfigurationError
+
+from fmit_plugin.commands.subcommand import Subcommand
+from fmit_plugin.common.archival import load_archive
+from fmit_plugin.data.data_loader import DataLoader
+from fmit_plugin.training.util import atomic_write, dump_metrics, evaluate
+
+logger = logging.getLogger(__name__)
+
+
+@Subcommand.register("evaluate")
+class Evaluate(Subcommand):
+    """Registered as a `Subcommand` with name "evaluate"."""
+
+    def add_subparser(self, parser: argparse._SubParsersAction) -> argparse.ArgumentParser:
+        subparser = parser.add_parser(
+            self.name, description="Evaluate a trained model on a data file.", help="Evaluate a model."
+        )
+        subparser.add_argument("archive_file", help="model.tar.gz (or a serialization directory)")
+        subparser.add_argument("input_file", help="data file in the reader's format")
+        subparser.add_argument("--output-file", help="write the metrics here as JSON")
+        subparser.add_argument("--predictions-output-file",
+                               help="write one JSON line of predicted tags and entities per instance")
+        subparser.add_argument("--cuda-device", type=int, default=-1)
+        subparser.add_argument("--batch-size", type=int, help="override the config's batch size")
+        subparser.add_argument("-o", "--overrides", default="", help="JSON overrides of the archived config")
+        subparser.set_defaults(func=evaluate_from_args)
+        return subparser
+
+
+def evaluate_from_args(args: argparse.Namespace) -> None:
+    evaluate_archive(args.archive_file, args.input_file, args.output_file, args.predictions_output_file,
+                     args.cuda_device, args.batch_size, args.overrides)
+
+
+def evaluate_archive(
+    archive_file: Union[str, Path],
+    input_file: Union[str, Path],
+    output_file: Optional[Union[str, Path]] = None,
+    predictions_output_file: Optional[Union[str, Path]] = None,
+    cuda_device: int = -1,
+    batch_size: Optional[int] = None,
+    overrides: str = "",
+) -> dict[str, Any]:
+    if not Path(input_file).is_file():
+        raise ConfigurationError(f"Input file not found: {input_file}")
+    archive = load_archive(archive_file, cuda_device=cuda_device, overrides=overrides)
+    config = archive.config
+    loader_params = config.get("validation_data_loader", None) or config.get("data_loader")
+    loader_params = loader_params.duplicate()
+    sampler = loader_params.get("batch_sampler", None)
+    target = sampler if sampler is not None else loader_params
+    target["shuffle"] = False
+    if batch_size is not None:
+        target["batch_size"] = batch_size
+    instances = archive.validation_dataset_reader.read(str(input_file))
+    loader = DataLoader.from_params(loader_params, instances=instances)
+    loader.index_with(archive.model.vocab)
+    predictions: Optional[list[dict[str, Any]]] = [] if predictions_output_file else None
+    device = archive.model.device()
+    metrics = evaluate(archive.model, loader, device, "evaluating", len(loader), predictions)
+    print(format_metrics(metrics))
+    if output_file:
+        dump_metrics(output_file, metrics)
+    if predictions_output_file and predictions is not None:
+        lines = "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in predictions)
+        atomic_write(predictions_output_file, lambda temp: Path(temp).write_text(lines, encoding="utf-8"))
+    return metrics
+
+
+def format_metrics(metrics: dict[str, float]) -> str:
+    """A table: one row per entity type (overall first, strict last), P / R / F1 in percent."""
+    types = sorted({k.split("-", 2)[-1] for k in metrics if k.startswith("f1-measure-")} - {"overall"},
+                   key=lambda name: (name.startswith("strict"), name))
+    rows = [f"{'type':<16}{'precision':>10}{'recall':>10}{'f1':>10}"]
+    for name in ["overall", *types]:
+        values = [metrics.get(f"{m}-{name}", 0.0) * 100 for m in ("precision", "recall", "f1-measure")]
+        rows.append(f"{name:<16}" + "".join(f"{v:>10.2f}" for v in values))
+    if "loss" in metrics:
+        rows.append(f"loss: {metrics['loss']:.4f}")
+    return "\n".join(rows)

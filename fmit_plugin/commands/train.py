@@ -1,0 +1,184 @@
+"""`allennlp train CONFIG -s DIR`: read data, build vocabulary, model and trainer, train, archive."""
+import argparse
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Any, Optional, Union
+
+from tango.common import Params
+from tango.common.exceptions import ConfigurationError
+
+from fmit_plugin.commands.subcommand import Subcommand
+from fmit_plugin.common.archival import CONFIG_NAME, VOCABULARY_DIR, archive_model
+from fmit_plugin.common.params import load_config
+from fmit_plugin.data.data_loader import DataLoader
+from fmit_plugin.data.dataset_reader import DatasetReader
+from fmit_plugin.data.instance import TaggingInstance
+from fmit_plugin.data.vocabulary import Vocabulary
+from fmit_plugin.models.model import Model
+from fmit_plugin.training.trainer import Trainer
+from fmit_plugin.training.util import dump_metrics, evaluate, set_seed
+
+logger = logging.getLogger(__name__)
+
+
+@Subcommand.register("train")
+class Train(Subcommand):
+    """Registered as a `Subcommand` with name "train"."""
+
+    def add_subparser(self, parser: argparse._SubParsersAction) -> argparse.ArgumentParser:
+        subparser = parser.add_parser(self.name, description="Train a model.", help="Train a model.")
+        subparser.add_argument("param_path", help="the jsonnet / json config")
+        subparser.add_argument("-s", "--serialization-dir", required=True,
+                               help="directory for the model, logs and metrics")
+        subparser.add_argument("-o", "--overrides", default="",
+                               help='JSON overrides, e.g. \'{"trainer.num_epochs": 1}\'')
+        group = subparser.add_mutually_exclusive_group()
+        group.add_argument("-r", "--recover", action="store_true",
+                           help="resume from the serialization directory's last checkpoint")
+        group.add_argument("-f", "--force", action="store_true",
+                           help="delete the serialization directory if it exists")
+        subparser.add_argument("--dry-run", action="store_true",
+                               help="read the data, build vocabulary and model, then stop")
+        subparser.add_argument("--file-friendly-logging", action="store_true",
+                               help="rare ASCII progress updates, for log files")
+        subparser.set_defaults(func=train_from_args)
+        return subparser
+
+
+def train_from_args(args: argparse.Namespace) -> None:
+    train_model_from_file(args.param_path, args.serialization_dir, args.overrides,
+                          recover=args.recover, force=args.force, dry_run=args.dry_run)
+
+
+def train_model_from_file(
+    parameter_filename: Union[str, Path],
+    serialization_dir: Union[str, Path],
+    overrides: Union[str, dict[str, Any]] = "",
+    recover: bool = False,
+    force: bool = False,
+    dry_run: bool = False,
+) -> Optional[Model]:
+    return train_model(load_config(parameter_filename, overrides), serialization_dir,
+                       recover=recover, force=force, dry_run=dry_run)
+
+
+def _prepare_serialization_dir(
+    serialization_dir: Path, params: Params, recover: bool, force: bool
+) -> None:
+    if force and serialization_dir.exists():
+        shutil.rmtree(serialization_dir)
+    if recover:
+        saved = serialization_dir / CONFIG_NAME
+        if not saved.is_file():
+            raise ConfigurationError(f"--recover given, but {saved} does not exist: nothing to resume")
+        if json.loads(saved.read_text(encoding="utf-8")) != params.as_dict(quiet=True):
+            raise ConfigurationError(
+                f"--recover: the config differs from the one saved in {saved}; "
+                "use the same config and overrides, or --force to start afresh"
+            )
+        return
+    if serialization_dir.exists() and any(serialization_dir.iterdir()):
+        raise ConfigurationError(
+            f"Serialization directory {serialization_dir} already exists and is not empty. "
+            "Use --recover to resume or --force to overwrite."
+        )
+    serialization_dir.mkdir(parents=True, exist_ok=True)
+    params.to_file(str(serialization_dir / CONFIG_NAME))
+
+
+def _validation_loader_params(params: Params) -> Params:
+    """Validation batches come from `validation_data_loader`, else `data_loader` unshuffled."""
+    explicit = params.pop("validation_data_loader", None)
+    if explicit is not None:
+        return explicit
+    loader = params.get("data_loader").duplicate()
+    sampler = loader.get("batch_sampler", None)
+    if sampler is not None:
+        sampler["shuffle"] = False
+    else:
+        loader["shuffle"] = False
+    return loader
+
+
+def _read(reader: DatasetReader, path: Optional[str], key: str) -> Optional[list[TaggingInstance]]:
+    if path is None:
+        return None
+    if not Path(path).is_file():
+        raise ConfigurationError(f"{key}: data file not found: {path}")
+    return reader.read(path)
+
+
+def train_model(
+    params: Params,
+    serialization_dir: Union[str, Path],
+    recover: bool = False,
+    force: bool = False,
+    dry_run: bool = False,
+) -> Optional[Model]:
+    """Train as configured; returns the model with its best weights (`None` on a dry run)."""
+    serialization_dir = Path(serialization_dir)
+    _prepare_serialization_dir(serialization_dir, params, recover, force)
+    set_seed(int(params.get("trainer", Params({})).get("seed", 13370)))
+
+    reader = DatasetReader.from_params(params.pop("dataset_reader"))
+    validation_reader_params = params.pop("validation_dataset_reader", None)
+    validation_reader = (
+        DatasetReader.from_params(validation_reader_params) if validation_reader_params is not None else reader
+    )
+    train_data = _read(reader, params.pop("train_data_path"), "train_data_path")
+    assert train_data is not None
+    validation_data = _read(validation_reader, params.pop("validation_data_path", None), "validation_data_path")
+    test_path = params.pop("test_data_path", None)
+    evaluate_on_test = params.pop_bool("evaluate_on_test", False)
+    test_data = _read(validation_reader, test_path, "test_data_path") if evaluate_on_test else None
+
+    vocabulary_dir = serialization_dir / VOCABULARY_DIR
+    vocabulary_params = params.pop("vocabulary", None)
+    if recover and vocabulary_dir.is_dir():
+        vocab = Vocabulary.from_files(vocabulary_dir)
+    elif vocabulary_params is not None:
+        vocab = Vocabulary.from_params(vocabulary_params)
+    else:
+        vocab = Vocabulary.from_instances([*train_data, *(validation_data or [])])
+    vocab.save_to_files(vocabulary_dir)
+
+    model = Model.from_params(params.pop("model"), vocab=vocab)
+    validation_loader_params = _validation_loader_params(params)
+    data_loader = DataLoader.from_params(params.pop("data_loader"), instances=train_data)
+    data_loader.index_with(vocab)
+
+    def evaluation_loader(instances: list[TaggingInstance]) -> DataLoader:
+        loader = DataLoader.from_params(validation_loader_params.duplicate(), instances=instances)
+        loader.index_with(vocab)
+        return loader
+
+    validation_loader = evaluation_loader(validation_data) if validation_data is not None else None
+    parameters = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    logger.info("Model: %d parameters (%d trainable); labels: %s", parameters, trainable,
+                ", ".join(vocab.get_token_to_index_vocabulary("labels")))
+    if dry_run:
+        params.pop("trainer")
+        params.assert_empty("train --dry-run")
+        print(f"Dry run: {len(train_data)} training, {len(validation_data or [])} validation, "
+              f"{len(test_data or [])} test instances; {vocab}; {parameters:,} parameters "
+              f"({trainable:,} trainable). Config is valid.")
+        return None
+
+    trainer = Trainer.from_params(
+        params.pop("trainer"), model=model, serialization_dir=serialization_dir,
+        data_loader=data_loader, validation_data_loader=validation_loader,
+    )
+    params.assert_empty("train")
+    if recover:
+        trainer.restore_checkpoint()
+    metrics = trainer.train()
+    archive_model(serialization_dir)
+    if test_data is not None:
+        test_metrics = evaluate(model, evaluation_loader(test_data), trainer.device, "test")
+        metrics.update({f"test_{k}": v for k, v in test_metrics.items()})
+    dump_metrics(serialization_dir / "metrics.json", metrics)
+    logger.info("Finished: archive at %s", serialization_dir / "model.tar.gz")
+    return model

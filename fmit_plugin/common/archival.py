@@ -1,0 +1,107 @@
+"""
+`model.tar.gz`: `config.json`, `vocabulary/` and `weights.th`, everything `evaluate` and
+`predict` need. Pretrained text / image models are reloaded from the name or path in the
+config; their fine-tuned weights come from `weights.th`.
+"""
+import logging
+import os
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Union
+
+import torch
+from tango.common import Params
+from tango.common.exceptions import ConfigurationError
+
+from fmit_plugin.data.dataset_reader import DatasetReader
+from fmit_plugin.data.vocabulary import Vocabulary
+from fmit_plugin.models.model import Model
+from fmit_plugin.training.util import atomic_write, resolve_device
+
+logger = logging.getLogger(__name__)
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "weights.th"
+VOCABULARY_DIR = "vocabulary"
+ARCHIVE_NAME = "model.tar.gz"
+
+
+@dataclass
+class Archive:
+    model: Model
+    config: Params
+    dataset_reader: DatasetReader
+    validation_dataset_reader: DatasetReader
+
+
+def archive_model(
+    serialization_dir: Union[str, os.PathLike],
+    weights: str = "best.th",
+    archive_path: Optional[Union[str, os.PathLike]] = None,
+) -> Path:
+    """Pack `config.json`, `vocabulary/` and `weights` of a serialization dir (atomically)."""
+    serialization_dir = Path(serialization_dir)
+    archive = Path(archive_path) if archive_path else serialization_dir / ARCHIVE_NAME
+    for needed in (CONFIG_NAME, VOCABULARY_DIR, weights):
+        if not (serialization_dir / needed).exists():
+            raise FileNotFoundError(f"Cannot archive {serialization_dir}: {needed} is missing")
+
+    def write(temp: str) -> None:
+        with tarfile.open(temp, "w:gz") as tar:
+            tar.add(serialization_dir / CONFIG_NAME, arcname=CONFIG_NAME)
+            tar.add(serialization_dir / VOCABULARY_DIR, arcname=VOCABULARY_DIR)
+            tar.add(serialization_dir / weights, arcname=WEIGHTS_NAME)
+
+    atomic_write(archive, write)
+    logger.info("Archived the model to %s", archive)
+    return archive
+
+
+def load_archive(
+    archive_file: Union[str, os.PathLike],
+    cuda_device: Optional[Union[int, str]] = -1,
+    overrides: Union[str, dict] = "",
+) -> Archive:
+    """Rebuild the model of an archive (or of a serialization directory) with its trained weights."""
+    from fmit_plugin.common.params import load_config
+
+    archive_file = Path(archive_file)
+    if not archive_file.exists():
+        raise ConfigurationError(f"Archive not found: {archive_file}")
+    with tempfile.TemporaryDirectory(prefix="fmit_archive_") as temp:
+        if archive_file.is_dir():
+            directory = archive_file
+            weights = directory / (WEIGHTS_NAME if (directory / WEIGHTS_NAME).exists() else "best.th")
+        else:
+            try:
+                with tarfile.open(archive_file, "r:gz") as tar:
+                    tar.extractall(temp, filter="data")
+            except (tarfile.TarError, EOFError, OSError) as error:
+                raise ConfigurationError(
+                    f"{archive_file} is not a readable model archive (corrupt or truncated?): {error}"
+                ) from error
+            directory, weights = Path(temp), Path(temp) / WEIGHTS_NAME
+        for needed in (directory / CONFIG_NAME, directory / VOCABULARY_DIR, weights):
+            if not needed.exists():
+                raise ConfigurationError(f"{archive_file} has no {needed.name}: not a model archive")
+        config = load_config(directory / CONFIG_NAME, overrides)
+        vocab = Vocabulary.from_files(directory / VOCABULARY_DIR)
+        state = torch.load(weights, map_location="cpu")
+    model = Model.from_params(config.get("model").duplicate(), vocab=vocab)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        raise ConfigurationError(
+            f"The weights in {archive_file} do not fit the model its config builds "
+            f"(different label set or model version?): {str(error)[:500]}"
+        ) from error
+    model.to(resolve_device(cuda_device))
+    model.eval()
+    reader = DatasetReader.from_params(config.get("dataset_reader").duplicate())
+    validation_params = config.get("validation_dataset_reader", None)
+    validation_reader = (
+        DatasetReader.from_params(validation_params.duplicate()) if validation_params is not None else reader
+    )
+    return Archive(model, config, reader, validation_reader)

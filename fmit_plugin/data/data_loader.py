@@ -1,0 +1,226 @@
+"""Batching: length-bucketed batch samplers and the collate step that turns instances into tensors."""
+import math
+import random
+from collections.abc import Iterator, Sequence
+from typing import Any, Optional
+
+import torch
+from tango.common import Registrable
+
+from fmit_plugin.data.instance import TaggingInstance
+from fmit_plugin.data.vocabulary import Vocabulary
+
+Batch = dict[str, Any]
+
+
+class BatchSampler(Registrable):
+    """Groups instance indices into batches. Registered implementations: "bucket", "basic"."""
+
+    default_implementation = "bucket"
+
+    def batches(self, instances: Sequence[TaggingInstance], epoch: int = 0) -> list[list[int]]:
+        raise NotImplementedError
+
+
+@BatchSampler.register("basic")
+class BasicBatchSampler(BatchSampler):
+    """
+    Consecutive batches in file order, optionally shuffled.
+
+    Registered as a `BatchSampler` with name "basic".
+    """
+
+    def __init__(self, batch_size: int = 16, shuffle: bool = True, drop_last: bool = False) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.drop_last = drop_last
+
+    def batches(self, instances: Sequence[TaggingInstance], epoch: int = 0) -> list[list[int]]:
+        indices = list(range(len(instances)))
+        if self.shuffle:
+            random.Random(epoch).shuffle(indices)
+        return self._chunk(indices)
+
+    def _chunk(self, indices: list[int]) -> list[list[int]]:
+        batches = [indices[i : i + self.batch_size] for i in range(0, len(indices), self.batch_size)]
+        if self.drop_last and batches and len(batches[-1]) < self.batch_size:
+            batches.pop()
+        return batches
+
+
+@BatchSampler.register("bucket")
+class BucketBatchSampler(BasicBatchSampler):
+    """
+    Sorts instances by length (with a little noise, so batches differ between epochs) and
+    cuts the sorted list into batches, so a batch wastes little on padding; the batch order
+    is then shuffled. As AllenNLP's "bucket" sampler.
+
+    Registered as a `BatchSampler` with name "bucket".
+
+    # Parameters
+
+    batch_size : `int`, optional (default = `16`)
+    padding_noise : `float`, optional (default = `0.1`)
+        Lengths are multiplied by a random factor in [1 - noise, 1 + noise] before sorting.
+    shuffle : `bool`, optional (default = `True`)
+        Shuffle the order of batches (and apply the noise). Off for evaluation.
+    drop_last : `bool`, optional (default = `False`)
+    """
+
+    def __init__(
+        self,
+        batch_size: int = 16,
+        padding_noise: float = 0.1,
+        shuffle: bool = True,
+        drop_last: bool = False,
+    ) -> None:
+        super().__init__(batch_size=batch_size, shuffle=shuffle, drop_last=drop_last)
+        self.padding_noise = padding_noise
+
+    def batches(self, instances: Sequence[TaggingInstance], epoch: int = 0) -> list[list[int]]:
+        rng = random.Random(epoch)
+        noise = self.padding_noise if self.shuffle else 0.0
+
+        def key(index: int) -> float:
+            return len(instances[index]) * (1.0 + rng.uniform(-noise, noise))
+
+        batches = self._chunk(sorted(range(len(instances)), key=key))
+        if self.shuffle:
+            rng.shuffle(batches)
+        return batches
+
+
+class DataLoader(Registrable):
+    """
+    Iterates over batches of instances, indexed with a `Vocabulary` (`index_with`) and collated.
+
+    Registered implementation: "default" (also the default implementation).
+    """
+
+    default_implementation = "default"
+
+    def index_with(self, vocab: Vocabulary) -> None:
+        raise NotImplementedError
+
+    def set_epoch(self, epoch: int) -> None:
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[Batch]:
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+
+@DataLoader.register("default")
+class TaggingDataLoader(DataLoader):
+    """
+    Batches `TaggingInstance`s. `batch_size` / `shuffle` build a "bucket" sampler unless a
+    `batch_sampler` is given. In a distributed run each worker keeps every `world_size`-th batch,
+    so workers see disjoint shards.
+
+    Registered as a `DataLoader` with name "default".
+
+    # Parameters
+
+    instances : `Sequence[TaggingInstance]`, supplied by the train command.
+    batch_size : `int`, optional (default = `16`)
+    shuffle : `bool`, optional (default = `True`)
+    batch_sampler : `BatchSampler`, optional (default = a "bucket" sampler)
+    label_namespace : `str`, optional (default = `"labels"`)
+    """
+
+    def __init__(
+        self,
+        instances: Sequence[TaggingInstance],
+        batch_size: int = 16,
+        shuffle: bool = True,
+        batch_sampler: Optional[BatchSampler] = None,
+        label_namespace: str = "labels",
+    ) -> None:
+        self.instances = instances
+        self.batch_sampler = batch_sampler or BucketBatchSampler(batch_size=batch_size, shuffle=shuffle)
+        self.label_namespace = label_namespace
+        self.vocab: Optional[Vocabulary] = None
+        self._epoch = 0
+
+    def index_with(self, vocab: Vocabulary) -> None:
+        self.vocab = vocab
+
+    def set_epoch(self, epoch: int) -> None:
+        self._epoch = epoch
+
+    def _shard(self, batches: list[list[int]]) -> list[list[int]]:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+            return batches[rank::world]
+        return batches
+
+    def __iter__(self) -> Iterator[Batch]:
+        for indices in self._shard(self.batch_sampler.batches(self.instances, self._epoch)):
+            yield collate([self.instances[i] for i in indices], self.vocab, self.label_namespace)
+
+    def __len__(self) -> int:
+        batches = len(self.batch_sampler.batches(self.instances, self._epoch))
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            return math.ceil(batches / torch.distributed.get_world_size())
+        return batches
+
+
+def collate(
+    instances: Sequence[TaggingInstance],
+    vocab: Optional[Vocabulary] = None,
+    label_namespace: str = "labels",
+) -> Batch:
+    """
+    Instances -> model inputs: `words` (lists of strings; each text embedder tokenizes them
+    itself, so swapping the text model in a config needs no reader change), `tags` (padded ids)
+    when every instance has gold tags, visual objects padded when any instance has them, and
+    `metadata`.
+    """
+    batch: Batch = {
+        "words": [list(instance.words) for instance in instances],
+        "metadata": [
+            {**instance.metadata, "words": instance.words, "image_path": instance.image_path,
+             "image_id": instance.image_id}
+            for instance in instances
+        ],
+    }
+    max_words = max((len(instance) for instance in instances), default=0)
+    if instances and all(instance.tags is not None for instance in instances):
+        if vocab is None:
+            raise RuntimeError("DataLoader.index_with(vocab) must be called before iterating")
+        tags = torch.zeros(len(instances), max_words, dtype=torch.long)
+        for i, instance in enumerate(instances):
+            assert instance.tags is not None
+            ids = [vocab.get_token_index(tag, label_namespace) for tag in instance.tags]
+            tags[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        batch["tags"] = tags
+    if any(instance.visual is not None for instance in instances):
+        batch.update(collate_visual_objects(instances))
+    return batch
+
+
+def collate_visual_objects(instances: Sequence[TaggingInstance]) -> Batch:
+    """Pads visual objects to `(batch, max_objects, dim)` with a mask; tweets without objects get none."""
+    dims = {instance.visual.features.shape[1] for instance in instances if instance.visual is not None}
+    if len(dims) != 1:
+        raise ValueError(f"Visual features of different sizes in one batch: {sorted(dims)}")
+    dim = dims.pop()
+    max_objects = max(
+        (instance.visual.features.shape[0] for instance in instances if instance.visual is not None),
+        default=0,
+    )
+    features = torch.zeros(len(instances), max_objects, dim)
+    spans = torch.zeros(len(instances), max_objects, 2, dtype=torch.long)
+    mask = torch.zeros(len(instances), max_objects, dtype=torch.bool)
+    for i, instance in enumerate(instances):
+        if instance.visual is None:
+            continue
+        count = instance.visual.features.shape[0]
+        features[i, :count] = instance.visual.features
+        spans[i, :count] = instance.visual.spans
+        mask[i, :count] = True
+    return {"object_features": features, "object_spans": spans, "object_mask": mask}

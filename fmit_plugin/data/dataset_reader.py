@@ -1,0 +1,48 @@
+"""The `DatasetReader` registry: files -> `TaggingInstance`s."""
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Optional
+
+from tango.common import Registrable
+
+from fmit_plugin.data.instance import TaggingInstance
+
+logger = logging.getLogger(__name__)
+
+
+class DatasetReader(Registrable):
+    """
+    Reads a file into `TaggingInstance`s (`read`) and builds one instance from raw input
+    (`text_to_instance`, used by the predictor).
+
+    # Parameters
+
+    max_instances : `int`, optional (default = `None`)
+        Stop after this many instances per file.
+    """
+
+    def __init__(self, max_instances: Optional[int] = None) -> None:
+        if max_instances is not None and max_instances < 1:
+            raise ValueError(f"max_instances must be positive, got {max_instances}")
+        self.max_instances = max_instances
+
+    def read(self, file_path: str) -> list[TaggingInstance]:
+        path = Path(file_path)
+        if not path.is_file():
+            raise FileNotFoundError(f"Data file not found: {path}")
+        instances = []
+        for instance in self._read(path):
+            instances.append(instance)
+            if self.max_instances is not None and len(instances) >= self.max_instances:
+                break
+        logger.info("Read %d instances from %s", len(instances), path)
+        return instances
+
+    def _read(self, file_path: Path) -> Iterator[TaggingInstance]:
+        raise NotImplementedError
+
+    def text_to_instance(
+        self, words: list[str], tags: Optional[list[str]] = None, image: Optional[str] = None
+    ) -> TaggingInstance:
+        raise NotImplementedError

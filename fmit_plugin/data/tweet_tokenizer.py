@@ -1,0 +1,16 @@
+"""Splitting a raw tweet into words the way the Twitter MNER files are tokenized."""
+import re
+
+# URLs, @users and #tags stay whole (the datasets keep them as one token); words keep inner
+# apostrophes and hyphens; every other non-space character (punctuation, emoji) stands alone.
+_TOKEN = re.compile(
+    r"https?://\S+|www\.\S+"
+    r"|[@#]\w+"
+    r"|\w+(?:['’\-]\w+)*"
+    r"|[^\w\s]",
+)
+
+
+def tokenize_tweet(text: str) -> list[str]:
+    """`"RT @user: Flying to Paris!"` -> `["RT", "@user", ":", "Flying", "to", "Paris", "!"]`."""
+    return _TOKEN.findall(text)

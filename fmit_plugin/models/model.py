@@ -1,0 +1,30 @@
+"""The `Model` registry, in AllenNLP's shape on top of tango's torch `Model`."""
+from typing import Any, Optional
+
+import torch
+from tango.integrations.torch import Model as TangoModel
+
+from fmit_plugin.data.vocabulary import Vocabulary
+
+
+class Model(TangoModel):
+    """
+    A registrable `torch.nn.Module` built with a `Vocabulary`. `forward(**batch)` returns a dict
+    holding `loss` when gold tags are given; `get_metrics(reset)` reports accumulated metrics;
+    `make_output_human_readable` turns ids into labels and entity dicts for the predictor.
+    """
+
+    default_predictor: Optional[str] = None
+
+    def __init__(self, vocab: Vocabulary) -> None:
+        super().__init__()
+        self.vocab = vocab
+
+    def get_metrics(self, reset: bool = False) -> dict[str, float]:
+        return {}
+
+    def make_output_human_readable(self, output_dict: dict[str, Any]) -> dict[str, Any]:
+        return output_dict
+
+    def device(self) -> torch.device:
+        return next(self.parameters()).device

@@ -1,0 +1,94 @@
+"""The `Predictor` registry and the JSON-lines tagger predictor."""
+from typing import Any, Optional
+
+import torch
+from tango.common import Registrable
+
+from fmit_plugin.data.data_loader import collate
+from fmit_plugin.data.dataset_reader import DatasetReader
+from fmit_plugin.data.instance import TaggingInstance
+from fmit_plugin.data.tweet_tokenizer import tokenize_tweet
+from fmit_plugin.models.model import Model
+from fmit_plugin.training.util import move_to_device
+
+
+class Predictor(Registrable):
+    """Wraps a trained `Model` and its `DatasetReader` to go from JSON to JSON."""
+
+    def __init__(self, model: Model, dataset_reader: DatasetReader) -> None:
+        self.model = model
+        self.dataset_reader = dataset_reader
+
+    def json_to_instance(self, json_dict: dict[str, Any]) -> TaggingInstance:
+        raise NotImplementedError
+
+    def predict_instances(self, instances: list[TaggingInstance]) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def predict_batch_json(self, inputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return self.predict_instances([self.json_to_instance(item) for item in inputs])
+
+
+@Predictor.register("sentence_tagger")
+class SentenceTaggerPredictor(Predictor):
+    """
+    Input lines: `{"tokens": ["I", "love", "Paris"]}` or `{"sentence": "I love Paris"}` (split
+    with the tweet tokenizer), optionally with `"image"` (a path, or an image id looked up in the
+    reader's `image_dir`). Output: `tokens`, `tags`, and `entities`, each with `text`, `type`,
+    `start`, `end` (word indices, end exclusive) and `confidence`. An `"id"` key is echoed.
+
+    Registered as a `Predictor` with name "sentence_tagger".
+    """
+
+    def json_to_instance(self, json_dict: dict[str, Any]) -> TaggingInstance:
+        if not isinstance(json_dict, dict):
+            raise ValueError(f"expected a JSON object, got {type(json_dict).__name__}")
+        if "tokens" in json_dict:
+            tokens = json_dict["tokens"]
+            if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
+                raise ValueError('"tokens" must be a list of strings')
+        elif "sentence" in json_dict:
+            if not isinstance(json_dict["sentence"], str):
+                raise ValueError('"sentence" must be a string')
+            tokens = tokenize_tweet(json_dict["sentence"])
+        else:
+            raise ValueError('each line needs "tokens" (a list of strings) or "sentence" (a string)')
+        image = json_dict.get("image")
+        if image is not None and not isinstance(image, str):
+            raise ValueError('"image" must be a string (a path or an image id)')
+        instance = self.dataset_reader.text_to_instance(tokens, image=image)
+        if "id" in json_dict:
+            instance.metadata["id"] = json_dict["id"]
+        return instance
+
+    def predict_instances(self, instances: list[TaggingInstance]) -> list[dict[str, Any]]:
+        results: list[Optional[dict[str, Any]]] = [None] * len(instances)
+        # An empty tweet has nothing to tag; it gets an empty answer rather than a model call.
+        nonempty = [i for i, instance in enumerate(instances) if len(instance) > 0]
+        if nonempty:
+            batch = collate([_without_tags(instances[i]) for i in nonempty])
+            with torch.inference_mode():
+                output = self.model(**move_to_device(batch, self.model.device()))
+                output = self.model.make_output_human_readable(output)
+            for row, i in enumerate(nonempty):
+                results[i] = {"tags": output["tags"][row], "entities": output["entities"][row]}
+        answers = []
+        for instance, result in zip(instances, results):
+            answer: dict[str, Any] = {}
+            if "id" in instance.metadata:
+                answer["id"] = instance.metadata["id"]
+            answer["tokens"] = instance.words
+            answer.update(result or {"tags": [], "entities": []})
+            if instance.image_path or instance.image_id:
+                answer["image"] = instance.image_path or instance.image_id
+            answers.append(answer)
+        return answers
+
+
+def _without_tags(instance: TaggingInstance) -> TaggingInstance:
+    if instance.tags is None:
+        return instance
+    return TaggingInstance(
+        words=instance.words, image_id=instance.image_id, image_path=instance.image_path,
+        visual=instance.visual, metadata=instance.metadata,
+    )

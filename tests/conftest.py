@@ -1,0 +1,56 @@
+"""Shared fixtures: a tiny randomly initialised BERT written to disk, and the small tweet files."""
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+FIXTURES = Path(__file__).parent / "fixtures"
+TWITTER_FIXTURES = Path(__file__).parents[1] / "fmit_plugin" / "demo" / "data"
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def write_tiny_bert(directory: Path, texts: list[str], hidden_size: int = 16, seed: int = 0) -> Path:
+    """A 1-layer BERT with random weights and a word-level vocabulary over `texts` (lower-cased,
+    plus a few word pieces), saved where transformers can load it by path."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    words = sorted({w for text in texts for w in re.findall(r"\w+|[^\w\s]", text.lower())})
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words, "##s", "##ing", "##ed"]
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    # Positional: transformers 4 calls it vocab_file, 5 calls it vocab (and ignores vocab_file=).
+    tokenizer = BertTokenizerFast(str(directory / "vocab.txt"), do_lower_case=True)
+    tokenizer.save_pretrained(directory)
+    config = BertConfig(
+        vocab_size=len(vocab), hidden_size=hidden_size, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=2 * hidden_size, max_position_embeddings=64,
+    )
+    torch.manual_seed(seed)
+    BertModel(config).save_pretrained(directory)
+    return directory
+
+
+def fixture_texts() -> list[str]:
+    texts = []
+    for name in ("train.txt", "valid.txt", "test.txt"):
+        for line in (TWITTER_FIXTURES / name).read_text(encoding="utf-8").splitlines():
+            if line and not line.startswith("IMGID:"):
+                texts.append(line.split("\t")[0])
+    return texts
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> Path:
+    return write_tiny_bert(tmp_path_factory.mktemp("tiny_bert"), fixture_texts())
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"{SHARED_DATA} is absent (a user's clone has no ../shared)")
+    return SHARED_DATA

@@ -1,0 +1,104 @@
+import math
+
+import torch
+
+from fmit_plugin.modules.relative_position_fusion import RelativePositionFusion, sinusoid_table
+
+
+def _random_cells(batch: int, cells: int, max_position: int, seed: int):
+    generator = torch.Generator().manual_seed(seed)
+    head = torch.randint(0, max_position, (batch, cells), generator=generator)
+    length = torch.randint(0, 4, (batch, cells), generator=generator)
+    return head, head + length
+
+
+def test_sinusoid_table_follows_eq_7_and_8():
+    table = sinusoid_table(max_distance=5, dim=6)
+    assert table.shape == (11, 6)
+    for distance in (-5, -2, 0, 3, 5):
+        row = table[distance + 5]
+        for k in range(3):
+            angle = distance / 10000 ** (2 * k / 6)
+            assert math.isclose(row[2 * k].item(), math.sin(angle), abs_tol=1e-6)
+            assert math.isclose(row[2 * k + 1].item(), math.cos(angle), abs_tol=1e-6)
+
+
+def test_sinusoid_table_odd_dimension():
+    table = sinusoid_table(max_distance=2, dim=5)
+    assert table.shape == (5, 5)
+    assert torch.allclose(table[2], torch.tensor([0.0, 1.0, 0.0, 1.0, 0.0]))
+
+
+def test_distances_are_eq_3_to_6_and_clamped():
+    fusion = RelativePositionFusion(hidden_dim=4, max_distance=3)
+    head = torch.tensor([[0, 1, 5, 2]])
+    tail = torch.tensor([[0, 1, 6, 4]])
+    hh, ht, th, tt = fusion.distances(head, tail)
+    assert hh[0, 2, 0] == 3  # 5 - 0 clamped to 3
+    assert ht[0, 1, 3] == 1 - 4
+    assert th[0, 3, 1] == 4 - 1
+    assert tt[0, 0, 2] == -3  # 0 - 6 clamped to -3
+    assert torch.equal(hh, -hh.transpose(1, 2))
+
+
+def test_gather_formulation_equals_naive_concatenation():
+    torch.manual_seed(0)
+    fusion = RelativePositionFusion(hidden_dim=16, max_distance=64).double()
+    head, tail = _random_cells(batch=3, cells=9, max_position=30, seed=1)
+    fast = fusion(head, tail)
+    naive = fusion.naive_forward(head, tail)
+    assert fast.shape == (3, 9, 9, 16)
+    assert torch.allclose(fast, naive, atol=1e-10)
+    # ReLU output, and not trivially all zero
+    assert (fast >= 0).all() and (fast > 0).float().mean() > 0.2
+
+
+def test_gather_equals_naive_when_distances_are_clamped():
+    torch.manual_seed(0)
+    fusion = RelativePositionFusion(hidden_dim=8, max_distance=4)
+    head, tail = _random_cells(batch=2, cells=7, max_position=20, seed=2)
+    assert torch.allclose(fusion(head, tail), fusion.naive_forward(head, tail), atol=1e-5)
+    # far beyond max_distance all distances look the same
+    far = torch.tensor([[0, 100]])
+    farther = torch.tensor([[0, 300]])
+    assert torch.allclose(fusion(far, far), fusion(farther, farther), atol=1e-6)
+
+
+def test_gradients_of_both_formulations_agree():
+    torch.manual_seed(0)
+    fusion = RelativePositionFusion(hidden_dim=8, max_distance=16).double()
+    head, tail = _random_cells(batch=2, cells=5, max_position=10, seed=3)
+    weights = torch.randn(2, 5, 5, 8, dtype=torch.double)
+    gradients = []
+    for forward in (fusion.forward, fusion.naive_forward):
+        fusion.zero_grad()
+        (forward(head, tail) * weights).sum().backward()
+        assert fusion.fusion.weight.grad is not None and fusion.fusion.bias.grad is not None
+        gradients.append((fusion.fusion.weight.grad.clone(), fusion.fusion.bias.grad.clone()))
+    assert torch.allclose(gradients[0][0], gradients[1][0], atol=1e-10)
+    assert torch.allclose(gradients[0][1], gradients[1][1], atol=1e-10)
+
+
+def test_parameters_are_one_linear_and_sinusoids_are_not_saved():
+    fusion = RelativePositionFusion(hidden_dim=16, max_distance=32)
+    names = {name: tuple(p.shape) for name, p in fusion.named_parameters()}
+    assert names == {"fusion.weight": (16, 64), "fusion.bias": (16,)}
+    assert set(fusion.state_dict()) == {"fusion.weight", "fusion.bias"}
+    assert fusion.sinusoids.shape == (65, 16)
+
+
+def test_depends_on_differences_only():
+    torch.manual_seed(0)
+    fusion = RelativePositionFusion(hidden_dim=8, max_distance=32)
+    head, tail = _random_cells(batch=2, cells=6, max_position=10, seed=4)
+    assert torch.allclose(fusion(head, tail), fusion(head + 7, tail + 7), atol=1e-6)
+
+
+def test_single_cell_and_equal_positions():
+    fusion = RelativePositionFusion(hidden_dim=8, max_distance=8)
+    zeros = torch.zeros(2, 3, dtype=torch.long)
+    relative = fusion(zeros, zeros)
+    assert relative.shape == (2, 3, 3, 8)
+    assert torch.allclose(relative, fusion.naive_forward(zeros, zeros), atol=1e-6)
+    # all distances are 0, so every pair gets the same encoding
+    assert torch.allclose(relative, relative[:1, :1, :1].expand_as(relative))

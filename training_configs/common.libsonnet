@@ -1,0 +1,62 @@
+// Shared pieces of every config. Values come from environment variables when set, else defaults:
+//   DATA_DIR     folder with train.txt / valid.txt / test.txt   (default ../shared/data/twitter2015)
+//   TRAIN_DATA_PATH, VALIDATION_DATA_PATH, TEST_DATA_PATH      (override single files)
+//   IMAGE_DIR    folder of <IMGID>.jpg images                   (default: none, every tweet gets the empty image)
+//   TEXT_MODEL   transformers model name or path                (default bert-base-cased)
+//   NUM_EPOCHS, PATIENCE, BATCH_SIZE, SEED, CUDA_DEVICE, MAX_INSTANCES
+{
+  // std.extVar has no default: the plugin passes unset variables as "" and this picks the default.
+  env(name, default):: local value = std.extVar(name); if value == "" then default else value,
+  // The same for numbers (epochs, seed, batch size...).
+  env_number(name, default):: local value = std.extVar(name); if value == "" then default else std.parseJson(value),
+
+  local env = self.env,
+  local env_number = self.env_number,
+
+  data_dir:: env("DATA_DIR", "../shared/data/twitter2015"),
+  image_dir:: env("IMAGE_DIR", ""),
+  text_model:: env("TEXT_MODEL", "bert-base-cased"),
+  batch_size:: env_number("BATCH_SIZE", 16),
+
+  dataset_reader:: {
+    type: "twitter_mner",
+    map_other_to_misc: true,
+    [if $.image_dir != "" then "image_dir"]: $.image_dir,
+    [if env("MAX_INSTANCES", "") != "" then "max_instances"]: env_number("MAX_INSTANCES", null),
+  },
+
+  data:: {
+    dataset_reader: $.dataset_reader,
+    train_data_path: env("TRAIN_DATA_PATH", $.data_dir + "/train.txt"),
+    validation_data_path: env("VALIDATION_DATA_PATH", $.data_dir + "/valid.txt"),
+    test_data_path: env("TEST_DATA_PATH", $.data_dir + "/test.txt"),
+    evaluate_on_test: true,
+    data_loader: {
+      batch_sampler: { type: "bucket", batch_size: $.batch_size, padding_noise: 0.1 },
+    },
+  },
+
+  // Appendix A: pieces up to 128 per window (longer tweets are windowed, never truncated).
+  text_embedder(model_name=$.text_model):: {
+    type: "pretrained_transformer_mismatched",
+    model_name: model_name,
+    max_length: 128,
+    sub_token_mode: "first",
+  },
+
+  // Appendix A: Adam, 5e-5 for pretrained parts, 2e-4 for everything else.
+  trainer(pretrained_regexes=["^text_field_embedder\\."]):: {
+    optimizer: {
+      type: "adam",
+      lr: 2e-4,
+      parameter_groups: [[pretrained_regexes, { lr: 5e-5 }]],
+    },
+    learning_rate_scheduler: { type: "linear_with_warmup", warmup_steps: 100 },
+    num_epochs: env_number("NUM_EPOCHS", 20),
+    patience: env_number("PATIENCE", 5),
+    validation_metric: "+f1-measure-overall",
+    grad_norm: 5.0,
+    cuda_device: env_number("CUDA_DEVICE", -1),
+    seed: env_number("SEED", 13370),
+  },
+}
