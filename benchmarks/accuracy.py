@@ -10,6 +10,7 @@ Several --seeds give one run each plus their mean. Not a test: it takes minutes 
 """
 import argparse
 import json
+import logging
 import os
 import platform
 import shutil
@@ -76,6 +77,9 @@ def main() -> None:
     parser.add_argument("--output", required=True, help="results JSON file")
     parser.add_argument("--keep", help="keep the serialization dir here (single seed only)")
     args = parser.parse_args()
+    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
+    for noisy in ("transformers", "huggingface_hub"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
     import_plugins()
     runs = [run_once(args.config, args.data_dir, args.epochs, seed, json.loads(args.overrides), args.keep)
             for seed in args.seeds]

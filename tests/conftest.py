@@ -54,3 +54,27 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"{SHARED_DATA} is absent (a user's clone has no ../shared)")
     return SHARED_DATA
+
+
+def tiny_config(tiny_bert: Path, data_dir: Path = TWITTER_FIXTURES, **model_overrides) -> dict:
+    """A complete training config for the tiny BERT on the small tweet files."""
+    return {
+        "dataset_reader": {"type": "twitter_mner"},
+        "train_data_path": str(data_dir / "train.txt"),
+        "validation_data_path": str(data_dir / "valid.txt"),
+        "test_data_path": str(data_dir / "test.txt"),
+        "evaluate_on_test": True,
+        "model": {
+            "type": "crf_tagger",
+            "text_field_embedder": {"type": "pretrained_transformer_mismatched", "model_name": str(tiny_bert)},
+            **model_overrides,
+        },
+        "data_loader": {"batch_size": 4},
+        "trainer": {
+            "optimizer": {
+                "type": "adam", "lr": 1e-2, "parameter_groups": [[["^text_field_embedder\\."], {"lr": 1e-3}]]
+            },
+            "num_epochs": 2,
+            "seed": 1,
+        },
+    }

@@ -133,7 +133,10 @@ def _predict_batch(predictor: Predictor, items: list[tuple[int, Any]]) -> tuple[
             instances.append(predictor.json_to_instance(item))
             slots.append(slot)
         except (ValueError, TypeError, KeyError) as error:
-            results[slot] = {"line": number, "error": str(error)}
+            failure: dict[str, Any] = {"line": number, "error": str(error)}
+            if isinstance(item, dict) and "id" in item:
+                failure["id"] = item["id"]
+            results[slot] = failure
     if instances:
         for slot, result in zip(slots, predictor.predict_instances(instances)):
             results[slot] = result

@@ -1,11 +1,14 @@
 """Splitting a raw tweet into words the way the Twitter MNER files are tokenized."""
 import re
 
-# URLs, @users and #tags stay whole (the datasets keep them as one token); words keep inner
-# apostrophes and hyphens; every other non-space character (punctuation, emoji) stands alone.
+# URLs, @users, #tags, ellipses and common emoticons stay whole (the datasets keep them as one
+# token); words keep inner apostrophes and hyphens; every other non-space character (punctuation,
+# emoji) stands alone.
 _TOKEN = re.compile(
     r"https?://\S+|www\.\S+"
     r"|[@#]\w+"
+    r"|\.{2,}|…"
+    r"|[:;=][-']?[()DPp/\\|](?=\s|$)"
     r"|\w+(?:['’\-]\w+)*"
     r"|[^\w\s]",
 )

@@ -8,7 +8,7 @@ from allennlp_light.modules.seq2seq_encoders import PassThroughEncoder, Seq2SeqE
 from fmit_plugin.common.checks import check_dimensions_match
 from fmit_plugin.data.vocabulary import Vocabulary
 from fmit_plugin.models.model import Model
-from fmit_plugin.modules.tagging_head import TaggingHead
+from fmit_plugin.modules.tagging_head import TaggingHead, require_bio
 from fmit_plugin.modules.token_embedders import TokenEmbedder
 from fmit_plugin.training.metrics.span_f1 import SpanF1Measure
 
@@ -62,6 +62,7 @@ class CrfTagger(Model):
         verbose_metrics: bool = True,
     ) -> None:
         super().__init__(vocab)
+        require_bio(label_encoding)
         self.label_namespace = label_namespace
         self.text_field_embedder = text_field_embedder
         self.encoder = encoder or PassThroughEncoder(text_field_embedder.get_output_dim())

@@ -40,6 +40,15 @@ def log_partition(
     return torch.logsumexp(alpha + end.unsqueeze(0), dim=1)
 
 
+def require_bio(label_encoding: str) -> None:
+    """Taggers report span F1 and entities from BIO tags: other encodings are a config error."""
+    if label_encoding != "BIO":
+        raise ConfigurationError(
+            f"label_encoding must be 'BIO' (the Twitter data, span F1 and entity confidences use BIO), "
+            f"got '{label_encoding}'"
+        )
+
+
 class TaggingHead(torch.nn.Module):
     """
     Linear emissions over word features, then a BIO-constrained CRF (`use_crf=True`) or an
@@ -62,8 +71,9 @@ class TaggingHead(torch.nn.Module):
         include_start_end_transitions: bool = True,
     ) -> None:
         super().__init__()
-        if label_encoding != "BIO":
-            raise ConfigurationError(f"Only label_encoding 'BIO' is supported, got '{label_encoding}'")
+        if label_encoding not in ("BIO", "BIOUL"):
+            raise ConfigurationError(f"label_encoding must be 'BIO' or 'BIOUL', got '{label_encoding}'")
+        self.label_encoding = label_encoding
         self.labels = labels
         self.num_tags = len(labels)
         self.use_crf = use_crf
@@ -124,6 +134,8 @@ class TaggingHead(torch.nn.Module):
         self, logits: torch.Tensor, mask: torch.Tensor, predicted: list[list[int]]
     ) -> list[list[Entity]]:
         """(type, start, end exclusive, confidence) for every predicted entity, batched over entities."""
+        if self.label_encoding != "BIO":
+            raise NotImplementedError("entity spans are read from BIO tags only")
         spans = [bio_tags_to_spans([self.labels[i] for i in path]) for path in predicted]
         rows = [(b, start, end) for b, sentence in enumerate(spans) for _, start, end in sentence]
         if not rows:

@@ -18,6 +18,8 @@ class Predictor(Registrable):
     def __init__(self, model: Model, dataset_reader: DatasetReader) -> None:
         self.model = model
         self.dataset_reader = dataset_reader
+        # As AllenNLP's predictor: no dropout at prediction time, whatever mode the model was left in.
+        self.model.eval()
 
     def json_to_instance(self, json_dict: dict[str, Any]) -> TaggingInstance:
         raise NotImplementedError

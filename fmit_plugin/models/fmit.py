@@ -1,0 +1,216 @@
+"""FMIT: the Flat Multi-modal Interaction Transformer (Lu et al., COLING 2022)."""
+import copy
+import inspect
+from typing import Any, Optional
+
+import torch
+from allennlp_light.modules.seq2seq_encoders import Seq2SeqEncoder
+from tango.common.exceptions import ConfigurationError
+
+from fmit_plugin.common.checks import check_dimensions_match
+from fmit_plugin.data.vocabulary import Vocabulary
+from fmit_plugin.models.model import Model
+from fmit_plugin.modules.flat_lattice import LatticeProjection, build_flat_lattice
+from fmit_plugin.modules.flat_lattice_transformer import FlatLatticeTransformer
+from fmit_plugin.modules.tagging_head import TaggingHead, require_bio
+from fmit_plugin.modules.token_embedders import TokenEmbedder
+from fmit_plugin.training.metrics.span_f1 import SpanF1Measure, bio_tags_to_spans
+
+# Entity boundary tags of the EBD task, untyped BIOUL: the paper's {B, E, O} cannot tag a
+# one-word entity (both its head and its tail), so single words get U and inner words I.
+BOUNDARY_LABELS = ["O", "B-ENT", "I-ENT", "L-ENT", "U-ENT"]
+
+
+@Model.register("fmit")
+class Fmit(Model):
+    """
+    Words (a `TokenEmbedder`) and visual objects (feature vectors with the word span each belongs
+    to) are projected to one space (Eq 1-2), flattened into one lattice
+    ``[CLS] w_1..w_n [SEP] o_1..o_m`` whose cells carry head / tail positions, encoded by the flat
+    lattice transformer (Eq 3-12), and the word cells are tagged by a BIO-constrained CRF.
+
+    Entity boundary detection (EBD, training only): a second encoder of the same structure over
+    the projected words alone, with its own CRF over untyped BIOUL boundary tags derived from the
+    gold BIO tags; loss = -(log p(Y | S, O) + lambda * log p(Z | S)).
+
+    A tweet with no visual objects (no image, or no features given) gets one object standing for
+    the paper's uniform empty image: a learned feature vector spanning the whole sentence.
+
+    Any allennlp-light `Seq2SeqEncoder` can replace the flat lattice transformer (`encoder`); one
+    whose `forward` takes no `head` / `tail` runs over the same flat sequence without positions
+    (the paper's "w/o Rel" row).
+
+    Registered as a `Model` with name "fmit".
+
+    # Parameters
+
+    vocab : `Vocabulary`
+    text_field_embedder : `TokenEmbedder`
+    encoder : `Seq2SeqEncoder`, optional (default = `flat_lattice_transformer`, d = 512, l = 3)
+        Its input dim is the lattice dimension d.
+    visual_dim : `int`, optional (default = `2048`)
+        Size of the visual feature vectors (2048 for ResNet-152, 1280 for EfficientNet-Lite0).
+    boundary_weight : `float`, optional (default = `0.25`)
+        lambda of the EBD loss; `0` removes the branch entirely (the "w/o EBD" row).
+    boundary_encoder : `Seq2SeqEncoder`, optional (default = a copy of `encoder`'s structure)
+    label_namespace : `str`, optional (default = `"labels"`)
+    label_encoding : `str`, optional (default = `"BIO"`)
+    include_start_end_transitions : `bool`, optional (default = `True`)
+    constrain_crf_decoding : `bool`, optional (default = `True`)
+    dropout : `float`, optional (default = `0.2`)
+        Dropout on the word embeddings, the projected lattice and the encoder output.
+    verbose_metrics : `bool`, optional (default = `True`)
+    """
+
+    default_predictor = "sentence_tagger"
+
+    def __init__(
+        self,
+        vocab: Vocabulary,
+        text_field_embedder: TokenEmbedder,
+        encoder: Optional[Seq2SeqEncoder] = None,
+        visual_dim: int = 2048,
+        boundary_weight: float = 0.25,
+        boundary_encoder: Optional[Seq2SeqEncoder] = None,
+        label_namespace: str = "labels",
+        label_encoding: str = "BIO",
+        include_start_end_transitions: bool = True,
+        constrain_crf_decoding: bool = True,
+        dropout: float = 0.2,
+        verbose_metrics: bool = True,
+    ) -> None:
+        super().__init__(vocab)
+        require_bio(label_encoding)
+        if boundary_weight < 0:
+            raise ConfigurationError(f"boundary_weight must be >= 0, got {boundary_weight}")
+        self.label_namespace = label_namespace
+        self.text_field_embedder = text_field_embedder
+        self.encoder = encoder or FlatLatticeTransformer()
+        hidden_dim = self.encoder.get_input_dim()
+        check_dimensions_match(
+            hidden_dim, self.encoder.get_output_dim(), "encoder input dim", "encoder output dim"
+        )
+        self.visual_dim = visual_dim
+        self.projection = LatticeProjection(text_field_embedder.get_output_dim(), visual_dim, hidden_dim)
+        # [CLS] and [SEP] cells: learned, since the word embedder pools pieces to words only.
+        self.cls_embedding = torch.nn.Parameter(torch.randn(hidden_dim) * 0.02)
+        self.sep_embedding = torch.nn.Parameter(torch.randn(hidden_dim) * 0.02)
+        # The backbone features of the uniform empty image are one constant vector: learned here.
+        self.empty_image_feature = torch.nn.Parameter(torch.zeros(visual_dim))
+        self._encoder_takes_positions = "head" in inspect.signature(self.encoder.forward).parameters
+        self.dropout = torch.nn.Dropout(dropout) if dropout else torch.nn.Identity()
+        self._verbose_metrics = verbose_metrics
+        labels = vocab.get_index_to_token_vocabulary(label_namespace)
+        self.tagging_head = TaggingHead(
+            hidden_dim, labels, use_crf=True, label_encoding=label_encoding,
+            constrain_crf_decoding=constrain_crf_decoding,
+            include_start_end_transitions=include_start_end_transitions,
+        )
+        self.boundary_weight = boundary_weight
+        self.boundary_encoder: Optional[Seq2SeqEncoder] = None
+        self.boundary_head: Optional[TaggingHead] = None
+        if boundary_weight > 0:
+            # A structural copy: separate parameters (same initial values, then trained apart).
+            self.boundary_encoder = boundary_encoder or copy.deepcopy(self.encoder)
+            check_dimensions_match(
+                hidden_dim, self.boundary_encoder.get_input_dim(), "encoder input dim", "boundary encoder input dim"
+            )
+            self.boundary_head = TaggingHead(
+                self.boundary_encoder.get_output_dim(), dict(enumerate(BOUNDARY_LABELS)), use_crf=True,
+                label_encoding="BIOUL",
+            )
+        self._f1_metric = SpanF1Measure()
+
+    def _objects(
+        self,
+        words: list[list[str]],
+        object_features: Optional[torch.Tensor],
+        object_spans: Optional[torch.Tensor],
+        object_mask: Optional[torch.Tensor],
+        device: torch.device,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Visual objects plus, for every tweet without one, the empty-image object."""
+        batch_size = len(words)
+        if object_features is None or object_spans is None or object_mask is None:
+            object_features = torch.zeros(batch_size, 0, self.visual_dim, device=device)
+            object_spans = torch.zeros(batch_size, 0, 2, dtype=torch.long, device=device)
+            object_mask = torch.zeros(batch_size, 0, dtype=torch.bool, device=device)
+        if object_features.shape[-1] != self.visual_dim:
+            raise ConfigurationError(
+                f"visual features have {object_features.shape[-1]} dims, the model's visual_dim is "
+                f"{self.visual_dim}"
+            )
+        # (batch, 1, visual_dim): the empty image, spanning every word, real only where needed.
+        lengths = torch.tensor([len(w) for w in words], device=device)
+        empty = self.empty_image_feature.view(1, 1, -1).expand(batch_size, 1, -1)
+        empty_spans = torch.stack([torch.zeros_like(lengths), lengths - 1], dim=-1).unsqueeze(1)
+        empty_mask = ~object_mask.any(dim=1, keepdim=True)
+        return (
+            torch.cat([object_features.to(empty.dtype), empty], dim=1),
+            torch.cat([object_spans, empty_spans], dim=1),
+            torch.cat([object_mask.bool(), empty_mask], dim=1),
+        )
+
+    def forward(  # type: ignore[override]
+        self,
+        words: list[list[str]],
+        tags: Optional[torch.Tensor] = None,
+        object_features: Optional[torch.Tensor] = None,
+        object_spans: Optional[torch.Tensor] = None,
+        object_mask: Optional[torch.Tensor] = None,
+        metadata: Optional[list[dict[str, Any]]] = None,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        """
+        words : the tweets' words; tags : `# (batch, words)` gold ids, optional;
+        object_features `# (batch, objects, visual_dim)`, object_spans `# (batch, objects, 2)`
+        (inclusive 0-based first / last word), object_mask `# (batch, objects)`: optional.
+        """
+        embedded, word_mask = self.text_field_embedder(words)  # (batch, words, text_dim)
+        device = embedded.device
+        features, spans, mask = self._objects(words, object_features, object_spans, object_mask, device)
+        # (batch, words, d), (batch, objects, d)
+        text_cells, object_cells = self.projection(self.dropout(embedded), features)
+        lattice = build_flat_lattice(
+            self.dropout(text_cells), word_mask, self.dropout(object_cells), mask, spans,
+            self.cls_embedding, self.sep_embedding,
+        )
+        if self._encoder_takes_positions:
+            encoded = self.encoder(lattice.embeddings, lattice.mask, head=lattice.head, tail=lattice.tail)
+        else:
+            encoded = self.encoder(lattice.embeddings, lattice.mask)
+        word_outputs = self.dropout(lattice.word_outputs(encoded))  # (batch, words, d)
+        output = self.tagging_head.tag(word_outputs, word_mask, words, tags, self._f1_metric)
+        if tags is not None and self.training and self.boundary_encoder is not None:
+            assert self.boundary_head is not None
+            boundary = self.boundary_encoder(self.dropout(text_cells), word_mask)
+            boundary_tags = self._boundary_tags(tags, word_mask)
+            boundary_loss = self.boundary_head(boundary, word_mask, boundary_tags)["loss"]
+            output["boundary_loss"] = boundary_loss
+            output["loss"] = output["loss"] + self.boundary_weight * boundary_loss
+        return output
+
+    def _boundary_tags(self, tags: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Gold BIO ids -> untyped BIOUL boundary ids (entities read as conlleval does)."""
+        labels = self.tagging_head.labels
+        boundary = torch.zeros_like(tags)
+        lengths = mask.sum(dim=1).tolist()
+        b_id, i_id, l_id, u_id = (BOUNDARY_LABELS.index(t) for t in ("B-ENT", "I-ENT", "L-ENT", "U-ENT"))
+        for row, (ids, length) in enumerate(zip(tags.tolist(), lengths)):
+            for _, start, end in bio_tags_to_spans([labels[i] for i in ids[:length]]):
+                if end - start == 1:
+                    boundary[row, start] = u_id
+                else:
+                    boundary[row, start] = b_id
+                    boundary[row, start + 1 : end - 1] = i_id
+                    boundary[row, end - 1] = l_id
+        return boundary
+
+    def make_output_human_readable(self, output_dict: dict[str, Any]) -> dict[str, Any]:
+        return self.tagging_head.make_output_human_readable(output_dict)
+
+    def get_metrics(self, reset: bool = False) -> dict[str, float]:
+        metrics = self._f1_metric.get_metric(reset)
+        if not self._verbose_metrics:
+            metrics = {name: value for name, value in metrics.items() if "overall" in name}
+        return metrics

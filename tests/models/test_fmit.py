@@ -1,0 +1,202 @@
+import copy
+import json
+
+import pytest
+import torch
+from tango.common import Params
+from tango.common.exceptions import ConfigurationError
+
+from fmit_plugin.commands.train import train_model
+from fmit_plugin.common.archival import load_archive
+from fmit_plugin.data.data_loader import collate
+from fmit_plugin.data.instance import TaggingInstance, VisualObjects
+from fmit_plugin.data.twitter_mner import TwitterMnerReader
+from fmit_plugin.data.vocabulary import Vocabulary
+from fmit_plugin.models.fmit import BOUNDARY_LABELS, Fmit
+from fmit_plugin.models.model import Model
+from fmit_plugin.modules.flat_lattice_transformer import interaction_parameter_count
+from fmit_plugin.predictors.predictor import SentenceTaggerPredictor
+from tests.conftest import TWITTER_FIXTURES, tiny_config
+
+LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-MISC", "I-MISC"]
+TINY_ENCODER = {"type": "flat_lattice_transformer", "input_dim": 16, "num_layers": 1,
+                "num_attention_heads": 2, "feedforward_hidden_dim": 32, "dropout_prob": 0.0, "max_distance": 64}
+
+
+def _fmit_config(tiny_bert, **overrides):
+    config = tiny_config(tiny_bert)
+    config["model"] = {
+        "type": "fmit",
+        "text_field_embedder": config["model"]["text_field_embedder"],
+        "encoder": copy.deepcopy(TINY_ENCODER),  # Params pops keys in place
+        "visual_dim": 8,
+        "dropout": 0.0,
+        **overrides,
+    }
+    return config
+
+
+def _model(tiny_bert, **overrides) -> Fmit:
+    torch.manual_seed(0)
+    params = Params(_fmit_config(tiny_bert, **overrides)["model"])
+    model = Model.from_params(params, vocab=Vocabulary({"labels": LABELS}))
+    assert isinstance(model, Fmit)
+    return model
+
+
+def _visual_instances():
+    """Eight tweets in which each (name, template) appears once as PER and once as LOC: the text
+    cannot tell the type, only the object grounded on the name can (its features encode the type)."""
+    generator = torch.Generator().manual_seed(0)
+    type_features = {"PER": torch.eye(8)[0] * 3, "LOC": torch.eye(8)[1] * 3}
+    instances = []
+    for name in ("zorp", "blix"):
+        for template in (["{}", "was", "great"], ["we", "saw", "{}", "today"]):
+            for kind in ("PER", "LOC"):
+                words = [w.format(name) for w in template]
+                position = words.index(name)
+                tags = ["O"] * len(words)
+                tags[position] = f"B-{kind}"
+                noise = 0.1 * torch.randn(2, 8, generator=generator)
+                features = torch.stack([type_features[kind], torch.zeros(8)]) + noise
+                spans = torch.tensor([[position, position], [0, len(words) - 1]])
+                instances.append(TaggingInstance(words, tags, visual=VisualObjects(features, spans, [name, "image"])))
+    return instances
+
+
+def test_train_save_load_predict_round_trip(tiny_bert, tmp_path):
+    model = train_model(Params(_fmit_config(tiny_bert)), tmp_path / "run")
+    archive = load_archive(tmp_path / "run" / "model.tar.gz")
+    assert isinstance(archive.model, Fmit)
+    assert "test_f1-measure-overall" in json.loads((tmp_path / "run" / "metrics.json").read_text())
+    inputs = [{"tokens": i.words} for i in TwitterMnerReader().read(str(TWITTER_FIXTURES / "test.txt"))]
+    model.eval()
+    original = SentenceTaggerPredictor(model, archive.dataset_reader).predict_batch_json(inputs)
+    assert SentenceTaggerPredictor(archive.model, archive.dataset_reader).predict_batch_json(inputs) == original
+
+
+def test_overfits_eight_lattice_examples_where_only_the_image_tells_the_type(tiny_bert):
+    model = _model(tiny_bert, boundary_weight=0.25)
+    batch = collate(_visual_instances(), model.vocab)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    model.train()
+    losses = []
+    for _ in range(150):
+        optimizer.zero_grad()
+        output = model(**batch)
+        output["loss"].backward()
+        optimizer.step()
+        losses.append(output["loss"].item())
+    assert losses[-1] < 0.1 * losses[0]
+    model.eval()
+    model.get_metrics(reset=True)
+    model(**batch)
+    assert model.get_metrics()["f1-measure-overall"] == 1.0
+
+
+def test_gradients_reach_attention_biases_fusion_and_both_crfs(tiny_bert):
+    model = _model(tiny_bert)
+    model.train()
+    without_image = TaggingInstance(["hello", "Paris"], ["O", "B-LOC"])
+    output = model(**collate([*_visual_instances()[:3], without_image], model.vocab))
+    assert "boundary_loss" in output
+    output["loss"].backward()
+    layer = model.encoder.layers[0].attention
+    named = {
+        "u": layer.u, "v": layer.v, "W_k,R": layer.key_relative.weight,
+        "W_r": model.encoder.relative_position.fusion.weight,
+        "crf": model.tagging_head.crf.transitions, "boundary crf": model.boundary_head.crf.transitions,
+        "W0 (shared)": model.projection.output.weight, "empty image": model.empty_image_feature,
+    }
+    for name, parameter in named.items():
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+
+
+def test_boundary_weight_zero_removes_the_branch(tiny_bert):
+    with_ebd, without = _model(tiny_bert), _model(tiny_bert, boundary_weight=0.0)
+    assert without.boundary_encoder is None and without.boundary_head is None
+    assert sum(p.numel() for p in with_ebd.parameters()) > sum(p.numel() for p in without.parameters())
+    without.train()
+    output = without(**collate(_visual_instances()[:2], without.vocab))
+    assert "boundary_loss" not in output
+    with pytest.raises(ConfigurationError, match="boundary_weight"):
+        _model(tiny_bert, boundary_weight=-1.0)
+
+
+def test_boundary_branch_runs_only_in_training(tiny_bert):
+    model = _model(tiny_bert)
+    batch = collate(_visual_instances()[:2], model.vocab)
+    model.eval()
+    calls = []
+    model.boundary_encoder.register_forward_hook(lambda *args: calls.append(1))
+    model(**batch)
+    assert calls == []
+    model.train()
+    model(**batch)
+    assert calls == [1]
+
+
+def test_boundary_tags_are_untyped_bioul_read_like_conlleval(tiny_bert):
+    model = _model(tiny_bert)
+    vocab = model.vocab
+    sentences = [["B-PER", "I-PER", "I-PER", "O", "B-LOC"], ["I-ORG", "O", "B-MISC", "I-MISC", "O"]]
+    tags = torch.tensor([[vocab.get_token_index(t) for t in s] for s in sentences])
+    mask = torch.ones_like(tags, dtype=torch.bool)
+    boundary = [[BOUNDARY_LABELS[i] for i in row] for row in model._boundary_tags(tags, mask).tolist()]
+    assert boundary == [["B-ENT", "I-ENT", "L-ENT", "O", "U-ENT"], ["U-ENT", "O", "B-ENT", "L-ENT", "O"]]
+
+
+def test_tweets_without_objects_get_the_empty_image_spanning_the_sentence(tiny_bert):
+    model = _model(tiny_bert)
+    words = [["a", "b", "c"], ["d"]]
+    features = torch.randn(2, 1, 8)
+    spans = torch.tensor([[[1, 2]], [[0, 0]]])
+    mask = torch.tensor([[True], [False]])
+    all_features, all_spans, all_mask = model._objects(words, features, spans, mask, torch.device("cpu"))
+    assert all_mask.tolist() == [[True, False], [False, True]]
+    assert all_spans[1, 1].tolist() == [0, 0] and all_spans[0, 1].tolist() == [0, 2]
+    assert torch.equal(all_features[1, 1], model.empty_image_feature.detach())
+    none_features, _, none_mask = model._objects(words, None, None, None, torch.device("cpu"))
+    assert none_mask.tolist() == [[True], [True]]
+    with pytest.raises(ConfigurationError, match="visual_dim"):
+        model._objects(words, torch.randn(2, 1, 5), spans, mask, torch.device("cpu"))
+
+
+def test_objects_reach_the_word_cells_only_through_the_lattice(tiny_bert):
+    model = _model(tiny_bert)
+    model.eval()
+    instances = _visual_instances()[:2]
+    batch = collate(instances, model.vocab)
+    with torch.no_grad():
+        logits = model(**batch)["logits"]
+        changed = dict(batch, object_features=batch["object_features"] + torch.randn_like(batch["object_features"]))
+        assert not torch.allclose(model(**changed)["logits"], logits)
+        # Extra padding objects change nothing.
+        padded = dict(batch)
+        padded["object_features"] = torch.cat([batch["object_features"], torch.randn(2, 3, 8)], dim=1)
+        padded["object_spans"] = torch.cat([batch["object_spans"], torch.zeros(2, 3, 2, dtype=torch.long)], dim=1)
+        padded["object_mask"] = torch.cat([batch["object_mask"], torch.zeros(2, 3, dtype=torch.bool)], dim=1)
+        assert torch.allclose(model(**padded)["logits"], logits, atol=1e-5)
+
+
+def test_any_seq2seq_encoder_can_replace_the_flat_lattice_transformer(tiny_bert):
+    model = _model(tiny_bert, encoder={"type": "pytorch_transformer", "input_dim": 16, "num_layers": 1,
+                                       "num_attention_heads": 2, "feedforward_hidden_dim": 32})
+    assert not model._encoder_takes_positions
+    model.train()
+    output = model(**collate(_visual_instances()[:2], model.vocab))
+    assert torch.isfinite(output["loss"]) and "boundary_loss" in output
+    with pytest.raises(ConfigurationError, match="encoder input dim must match encoder output dim"):
+        _model(tiny_bert, encoder={"type": "lstm", "input_size": 16, "hidden_size": 4})
+
+
+def test_interaction_parameter_count_is_what_the_model_holds(tiny_bert, capsys):
+    model = _model(tiny_bert, boundary_weight=0.0)
+    counted = interaction_parameter_count(hidden_dim=16, num_layers=1, num_attention_heads=2,
+                                          feedforward_hidden_dim=32, max_distance=64, text_dim=16, visual_dim=8)
+    held = sum(p.numel() for p in [*model.encoder.parameters(), *model.projection.parameters()])
+    assert counted == held
+    with capsys.disabled():
+        for layers, paper in ((1, 12), (3, 35), (6, 69)):
+            ours = interaction_parameter_count(num_layers=layers, text_dim=768, visual_dim=2048) / 1e6
+            print(f"\nFMIT interaction phase, d=512, l={layers}: {ours:.1f}M parameters (paper Table 3: {paper}M)")
