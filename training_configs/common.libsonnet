@@ -59,4 +59,26 @@
     cuda_device: env_number("CUDA_DEVICE", -1),
     seed: env_number("SEED", 13370),
   },
+
+  // FMIT (section 3 and Appendix A): d = 512, 8 heads, dropout 0.2, lambda = 0.25, ResNet-152 features.
+  fmit_encoder(num_layers=3):: {
+    type: "flat_lattice_transformer",
+    input_dim: 512,
+    num_layers: num_layers,
+    num_attention_heads: 8,
+    feedforward_hidden_dim: 2048,
+    dropout_prob: 0.2,
+  },
+
+  fmit(num_layers=3, encoder=$.fmit_encoder(num_layers), boundary_weight=0.25):: $.data + {
+    model: {
+      type: "fmit",
+      text_field_embedder: $.text_embedder(),
+      encoder: encoder,
+      visual_dim: env_number("VISUAL_DIM", 2048),
+      boundary_weight: boundary_weight,
+      dropout: 0.2,
+    },
+    trainer: $.trainer(),
+  },
 }

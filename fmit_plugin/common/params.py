@@ -5,13 +5,13 @@ Configs read data paths and model names with `std.extVar("NAME")`. Jsonnet has n
 unset external variable, so an unset one is passed as the empty string and the configs' shared
 `env(name, default)` helper (training_configs/common.libsonnet) substitutes their default.
 """
-import json
 import re
 from pathlib import Path
 from typing import Any, Optional, Union
 
 from tango.common import Params
 from tango.common.exceptions import ConfigurationError
+from tango.common.params import parse_overrides
 
 _UNDEFINED_EXT_VAR = re.compile(r"external variable is not defined: (\w+)")
 # More than any config needs; it only bounds the retry loop below.
@@ -28,6 +28,11 @@ def load_config(
     if not path.is_file():
         raise ConfigurationError(f"Config file not found: {path}")
     ext_vars = dict(ext_vars or {})
+    if isinstance(overrides, str) and overrides.strip():
+        try:
+            overrides = parse_overrides(overrides)
+        except (RuntimeError, ValueError) as error:
+            raise ConfigurationError(f"Overrides are not valid JSON/jsonnet: {overrides!r} ({error})") from error
     for _ in range(_MAX_EXT_VARS):
         try:
             return Params.from_file(path, overrides, ext_vars=ext_vars)
@@ -36,8 +41,6 @@ def load_config(
             if missing is None or missing.group(1) in ext_vars:
                 raise ConfigurationError(f"Could not evaluate config {path}: {error}") from error
             ext_vars[missing.group(1)] = ""
-        except json.JSONDecodeError as error:
-            raise ConfigurationError(f"Overrides are not valid JSON/jsonnet: {overrides!r}") from error
         except ValueError as error:
             # with_overrides names the override keys that match nothing in the config.
             raise ConfigurationError(f"Bad overrides for {path}: {error}") from error

@@ -1,0 +1,41 @@
+"""Every shipped config evaluates and builds its reader, vocabulary, model and data loaders."""
+from pathlib import Path
+
+import pytest
+
+from fmit_plugin.commands.train import train_model
+from fmit_plugin.common.params import load_config
+from tests.conftest import TWITTER_FIXTURES
+
+CONFIGS = sorted((Path(__file__).parents[2] / "training_configs").glob("*.jsonnet"))
+
+
+def test_there_is_a_config_per_paper_row():
+    names = {config.stem for config in CONFIGS}
+    assert {"bert_crf", "bert_softmax", "bert_crf_offline", "fmit", "fmit_l1", "fmit_l6", "fmit_l12",
+            "fmit_wo_rel", "fmit_wo_ebd", "fmit_offline"} <= names
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda path: path.stem)
+def test_config_builds_with_dry_run(config, tiny_bert, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TEXT_MODEL", str(tiny_bert))
+    monkeypatch.setenv("DATA_DIR", str(TWITTER_FIXTURES))
+    params = load_config(config)
+    assert params["trainer"]["optimizer"]["parameter_groups"][0][1]["lr"] == 5e-5
+    assert train_model(params, tmp_path / "run", dry_run=True) is None
+    assert "Config is valid" in capsys.readouterr().out
+
+
+def test_defaults_and_environment_overrides(monkeypatch):
+    bert_crf = Path(__file__).parents[2] / "training_configs" / "bert_crf.jsonnet"
+    for name in ("TEXT_MODEL", "DATA_DIR", "NUM_EPOCHS"):
+        monkeypatch.delenv(name, raising=False)
+    params = load_config(bert_crf)
+    assert params["model"]["text_field_embedder"]["model_name"] == "bert-base-cased"
+    assert params["train_data_path"] == "../shared/data/twitter2015/train.txt"
+    monkeypatch.setenv("DATA_DIR", "/data/t17")
+    monkeypatch.setenv("NUM_EPOCHS", "3")
+    params = load_config(bert_crf, '{"model.text_field_embedder.model_name": "/models/bert"}')
+    assert params["model"]["text_field_embedder"]["model_name"] == "/models/bert"
+    assert params["validation_data_path"] == "/data/t17/valid.txt"
+    assert params["trainer"]["num_epochs"] == 3
