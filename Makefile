@@ -21,11 +21,11 @@ endif
 # (CUDA) torch is kept. torchvision is never installed by default (see DESIGN.md's traps).
 install: venv
 	$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install "torch==2.13.0"
-	$(PIP) install -e .
+	$(PIP) install -e ".[vision]"
 
 install-test: venv
 	$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install "torch==2.13.0"
-	$(PIP) install -e ".[test]"
+	$(PIP) install -e ".[test,vision]"
 
 demo: install-test
 	$(PYTHON) -m fmit_plugin.demo

@@ -1,0 +1,35 @@
+"""Plain records passed between the visual pipeline's stages."""
+from dataclasses import dataclass
+from typing import Optional
+
+# Box in pixels of the (EXIF-rotated) image: (left, top, right, bottom), right/bottom exclusive.
+Box = tuple[float, float, float, float]
+
+
+@dataclass(frozen=True)
+class Phrase:
+    """A phrase of the tweet: its text and the inclusive 0-based indices of its first and last word."""
+
+    text: str
+    first_word: int
+    last_word: int
+
+
+@dataclass(frozen=True)
+class Region:
+    """
+    A region of the image that becomes one visual object.
+
+    label : what it shows ("whole image", the phrase, "person", "grid 3,4"...), for display.
+    box : where, in pixels; `None` for a grid cell pooled from the backbone's feature map.
+    span : inclusive (first word, last word) the object belongs to in the lattice; `None` means
+        the whole sentence (whole image, general words, grid cells).
+    score : the grounder's confidence, 1.0 when not applicable.
+    grid_cell : (row, column, k) for the "grid" grounder's cells, else `None`.
+    """
+
+    label: str
+    box: Optional[Box]
+    span: Optional[tuple[int, int]] = None
+    score: float = 1.0
+    grid_cell: Optional[tuple[int, int, int]] = None

@@ -1,0 +1,72 @@
+import multiprocessing
+import os
+import signal
+import sqlite3
+import time
+
+import torch
+
+from fmit_plugin.vision.feature_store import FeatureStore, StoredObjects
+from fmit_plugin.vision.regions import Region
+
+
+def _objects(seed: int, count: int = 3, dim: int = 5) -> StoredObjects:
+    generator = torch.Generator().manual_seed(seed)
+    regions = [Region("whole image", (0.0, 0.0, 10.0, 20.0))] + [
+        Region(f"phrase {i}", (1.0, 2.0, 3.0, 4.0), span=(i, i + 1), score=0.5) for i in range(count - 2)
+    ] + [Region("grid 0,1", None, grid_cell=(0, 1, 7))]
+    return StoredObjects(regions, torch.randn(count, dim, generator=generator))
+
+
+def test_round_trip_and_misses(tmp_path):
+    store = FeatureStore(tmp_path / "store.sqlite")
+    assert store.get("absent") is None
+    store.put_many({"a": _objects(1), "b": _objects(2, count=4)})
+    got = store.get("b")
+    assert got is not None and got.regions == _objects(2, count=4).regions
+    assert torch.equal(got.features, _objects(2, count=4).features)
+    assert len(store) == 2
+    # A second store on the same file (another process, a later run) sees the same entries.
+    again = FeatureStore(tmp_path / "store.sqlite")
+    assert torch.equal(again.get("a").features, _objects(1).features)
+
+
+def _writer(path: str) -> None:
+    store = FeatureStore(path)
+    for batch in range(100_000):
+        store.put_many({f"k{batch}-{i}": _objects(batch * 10 + i, count=4, dim=256) for i in range(10)})
+
+
+def test_killed_writer_leaves_only_complete_entries(tmp_path):
+    path = str(tmp_path / "store.sqlite")
+    FeatureStore(path)
+    process = multiprocessing.get_context("spawn").Process(target=_writer, args=(path,))
+    process.start()
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        time.sleep(0.5)
+        try:
+            if len(FeatureStore(path)) >= 50:
+                break
+        except sqlite3.OperationalError:
+            pass
+    os.kill(process.pid, signal.SIGKILL)
+    process.join()
+    store = FeatureStore(path)
+    keys = [row[0] for row in sqlite3.connect(path).execute("SELECT key FROM objects")]
+    assert len(keys) >= 50 and len(keys) % 10 == 0  # whole transactions only
+    for key in keys:
+        batch, index = (int(part) for part in key[1:].split("-"))
+        expected = _objects(batch * 10 + index, count=4, dim=256)
+        got = store.get(key)
+        assert got is not None and torch.equal(got.features, expected.features)
+    assert sqlite3.connect(path).execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_store_pickles_without_its_connection(tmp_path):
+    import pickle
+
+    store = FeatureStore(tmp_path / "store.sqlite")
+    store.put_many({"a": _objects(1)})
+    copy = pickle.loads(pickle.dumps(store))
+    assert torch.equal(copy.get("a").features, _objects(1).features)
