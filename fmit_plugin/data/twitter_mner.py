@@ -8,6 +8,7 @@ from typing import Optional
 
 from fmit_plugin.data.dataset_reader import DatasetReader
 from fmit_plugin.data.instance import TaggingInstance
+from fmit_plugin.vision.visual_objects import ExtractionSummary, VisualObjectExtractor
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +63,10 @@ class TwitterMnerReader(DatasetReader):
         instead, and the skips are counted and reported.
     max_instances : `int`, optional (default = `None`)
         Stop after this many tweets per file.
+    visual_objects : `VisualObjectExtractor`, optional (default = `None`)
+        Gives every tweet its visual objects (whole image, grounded phrases, general words), read
+        from its feature store or computed and stored on a miss. Without it the model sees no
+        objects and uses its empty-image object.
     """
 
     def __init__(
@@ -70,8 +75,11 @@ class TwitterMnerReader(DatasetReader):
         map_other_to_misc: bool = True,
         skip_malformed: bool = False,
         max_instances: Optional[int] = None,
+        visual_objects: Optional[VisualObjectExtractor] = None,
     ) -> None:
         super().__init__(max_instances=max_instances)
+        self.visual_objects = visual_objects
+        self.last_visual_summary: Optional[ExtractionSummary] = None
         self.image_dir = Path(image_dir) if image_dir else None
         if self.image_dir is not None and not self.image_dir.is_dir():
             raise FileNotFoundError(f"image_dir is not a folder: {self.image_dir}")
@@ -83,6 +91,9 @@ class TwitterMnerReader(DatasetReader):
         self.last_statistics = ReadStatistics()
         instances = super().read(file_path)
         self._report(file_path, self.last_statistics)
+        if self.visual_objects is not None:
+            self.last_visual_summary = self.visual_objects.extract(instances, f"visual objects {Path(file_path).name}")
+            logger.info("%s: %s", file_path, self.last_visual_summary.line())
         return instances
 
     def _read(self, file_path: Path) -> Iterator[TaggingInstance]:
@@ -106,9 +117,7 @@ class TwitterMnerReader(DatasetReader):
                 stats.problems.append(f"{file_path}:{start_line}: IMGID:{image_id} has no tokens")
                 return None
             stats.tweets += 1
-            return self.text_to_instance(
-                list(words), list(tags), image_id, source=f"{file_path}:{start_line}"
-            )
+            return self._instance(list(words), list(tags), image_id, source=f"{file_path}:{start_line}")
 
         with open(file_path, encoding="utf-8-sig", newline=None) as handle:
             line_number = 0
@@ -172,14 +181,23 @@ class TwitterMnerReader(DatasetReader):
                 return str(candidate)
         return None
 
-    def text_to_instance(  # type: ignore[override]
+    def text_to_instance(
+        self, words: list[str], tags: Optional[list[str]] = None, image: Optional[str] = None
+    ) -> TaggingInstance:
+        """`image` is an image id (looked up in `image_dir`) or a path to an image file. With
+        `visual_objects` configured, the instance gets its objects (from the store when cached)."""
+        instance = self._instance(words, tags, image)
+        if self.visual_objects is not None and words:
+            self.visual_objects.extract([instance], show_progress=False)
+        return instance
+
+    def _instance(
         self,
         words: list[str],
         tags: Optional[list[str]] = None,
         image: Optional[str] = None,
         source: Optional[str] = None,
     ) -> TaggingInstance:
-        """`image` is an image id (looked up in `image_dir`) or a path to an image file."""
         image_path: Optional[str] = None
         image_id: Optional[str] = None
         if image:

@@ -200,3 +200,35 @@ def test_interaction_parameter_count_is_what_the_model_holds(tiny_bert, capsys):
         for layers, paper in ((1, 12), (3, 35), (6, 69)):
             ours = interaction_parameter_count(num_layers=layers, text_dim=768, visual_dim=2048) / 1e6
             print(f"\nFMIT interaction phase, d=512, l={layers}: {ours:.1f}M parameters (paper Table 3: {paper}M)")
+
+
+def test_fmit_end_to_end_with_visual_objects_from_the_reader(tiny_bert, tmp_path):
+    from PIL import Image
+
+    images = tmp_path / "images"
+    images.mkdir()
+    lines = []
+    for i, (words, tags) in enumerate([(["Zorp", "visits", "Blix"], ["B-PER", "O", "B-LOC"]),
+                                       (["Ana", "Lee", "loves", "Quib"], ["B-PER", "I-PER", "O", "B-ORG"])] * 2):
+        Image.new("RGB", (48, 48), (60 * i, 100, 200 - 40 * i)).save(images / f"{i}.jpg")
+        lines.append(f"IMGID:{i}\n" + "".join(f"{w}\t{t}\n" for w, t in zip(words, tags)))
+    (tmp_path / "train.txt").write_text("\n".join(lines) + "\n")
+    sidecar = {"image_id": "0", "regions": [{"phrase": "Zorp", "span": [0, 0], "box": [0, 0, 20, 20]}]}
+    (tmp_path / "sidecar.jsonl").write_text(json.dumps(sidecar) + "\n")
+    config = _fmit_config(tiny_bert, visual_dim=1280)
+    config["dataset_reader"] = {
+        "type": "twitter_mner", "image_dir": str(images),
+        "visual_objects": {"backbone": {"type": "efficientnet_lite"},
+                           "grounder": {"type": "precomputed", "path": str(tmp_path / "sidecar.jsonl")},
+                           "store_path": str(tmp_path / "store.sqlite")},
+    }
+    for key in ("train_data_path", "validation_data_path", "test_data_path"):
+        config[key] = str(tmp_path / "train.txt")
+    train_model(Params(config), tmp_path / "run")
+    archive = load_archive(tmp_path / "run" / "model.tar.gz")
+    predictor = SentenceTaggerPredictor(archive.model, archive.dataset_reader)
+    with_image, without_image = predictor.predict_batch_json([
+        {"tokens": ["Zorp", "visits", "Blix"], "image": "0"}, {"tokens": ["Zorp", "visits", "Blix"]}
+    ])
+    assert with_image["image"].endswith("0.jpg") and len(with_image["tags"]) == 3
+    assert len(without_image["tags"]) == 3
