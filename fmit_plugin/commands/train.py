@@ -17,6 +17,7 @@ from fmit_plugin.data.dataset_reader import DatasetReader
 from fmit_plugin.data.instance import TaggingInstance
 from fmit_plugin.data.vocabulary import Vocabulary
 from fmit_plugin.models.model import Model
+from fmit_plugin.training import distributed
 from fmit_plugin.training.trainer import Trainer
 from fmit_plugin.training.util import dump_metrics, evaluate, set_seed
 
@@ -117,9 +118,13 @@ def train_model(
     force: bool = False,
     dry_run: bool = False,
 ) -> Optional[Model]:
-    """Train as configured; returns the model with its best weights (`None` on a dry run)."""
+    """Train as configured; returns the model with its best weights (`None` on a dry run).
+    Started by `torchrun`, it joins the process group and trains with DistributedDataParallel."""
     serialization_dir = Path(serialization_dir)
-    _prepare_serialization_dir(serialization_dir, params, recover, force)
+    distributed.init_from_environment()
+    if distributed.is_primary():
+        _prepare_serialization_dir(serialization_dir, params, recover, force)
+    distributed.barrier()
     set_seed(int(params.get("trainer", Params({})).get("seed", 13370)))
 
     reader = DatasetReader.from_params(params.pop("dataset_reader"))
@@ -142,7 +147,8 @@ def train_model(
         vocab = Vocabulary.from_params(vocabulary_params)
     else:
         vocab = Vocabulary.from_instances([*train_data, *(validation_data or [])])
-    vocab.save_to_files(vocabulary_dir)
+    if distributed.is_primary():
+        vocab.save_to_files(vocabulary_dir)
 
     model = Model.from_params(params.pop("model"), vocab=vocab)
     validation_loader_params = _validation_loader_params(params)
@@ -175,10 +181,13 @@ def train_model(
     if recover:
         trainer.restore_checkpoint()
     metrics = trainer.train()
-    archive_model(serialization_dir)
+    if distributed.is_primary():
+        archive_model(serialization_dir)
     if test_data is not None:
         test_metrics = evaluate(model, evaluation_loader(test_data), trainer.device, "test")
         metrics.update({f"test_{k}": v for k, v in test_metrics.items()})
-    dump_metrics(serialization_dir / "metrics.json", metrics)
-    logger.info("Finished: archive at %s", serialization_dir / "model.tar.gz")
+    if distributed.is_primary():
+        dump_metrics(serialization_dir / "metrics.json", metrics)
+        logger.info("Finished: archive at %s", serialization_dir / "model.tar.gz")
+    distributed.barrier()
     return model

@@ -59,6 +59,19 @@ def archive_model(
     return archive
 
 
+def _safe_extract(tar: tarfile.TarFile, directory: str) -> None:
+    """Extract only plain files and folders that stay inside `directory`."""
+    if hasattr(tarfile, "data_filter"):
+        tar.extractall(directory, filter="data")
+        return
+    # Pythons before 3.11.4 have no extraction filters: check the members ourselves.
+    for member in tar.getmembers():
+        parts = Path(member.name).parts
+        if member.name.startswith("/") or ".." in parts or not (member.isfile() or member.isdir()):
+            raise ConfigurationError(f"Refusing to extract {member.name!r}: not a plain file inside the archive")
+    tar.extractall(directory)
+
+
 def load_archive(
     archive_file: Union[str, os.PathLike],
     cuda_device: Optional[Union[int, str]] = -1,
@@ -77,7 +90,7 @@ def load_archive(
         else:
             try:
                 with tarfile.open(archive_file, "r:gz") as tar:
-                    tar.extractall(temp, filter="data")
+                    _safe_extract(tar, temp)
             except (tarfile.TarError, EOFError, OSError) as error:
                 raise ConfigurationError(
                     f"{archive_file} is not a readable model archive (corrupt or truncated?): {error}"

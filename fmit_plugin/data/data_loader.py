@@ -1,5 +1,4 @@
 """Batching: length-bucketed batch samplers and the collate step that turns instances into tensors."""
-import math
 import random
 from collections.abc import Iterator, Sequence
 from typing import Any, Optional
@@ -100,6 +99,8 @@ class DataLoader(Registrable):
     """
 
     default_implementation = "default"
+    # Under DDP, training data must give every worker the same number of batches.
+    even_shards: bool = False
 
     def index_with(self, vocab: Vocabulary) -> None:
         raise NotImplementedError
@@ -145,6 +146,9 @@ class TaggingDataLoader(DataLoader):
         self.label_namespace = label_namespace
         self.vocab: Optional[Vocabulary] = None
         self._epoch = 0
+        # Set by the trainer for training data: under DDP every worker must run the same number of
+        # steps, so the batches that do not divide evenly among workers are left out of the epoch.
+        self.even_shards = False
 
     def index_with(self, vocab: Vocabulary) -> None:
         self.vocab = vocab
@@ -155,6 +159,8 @@ class TaggingDataLoader(DataLoader):
     def _shard(self, batches: list[list[int]]) -> list[list[int]]:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+            if self.even_shards:
+                batches = batches[: len(batches) - len(batches) % world]
             return batches[rank::world]
         return batches
 
@@ -163,10 +169,7 @@ class TaggingDataLoader(DataLoader):
             yield collate([self.instances[i] for i in indices], self.vocab, self.label_namespace)
 
     def __len__(self) -> int:
-        batches = len(self.batch_sampler.batches(self.instances, self._epoch))
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            return math.ceil(batches / torch.distributed.get_world_size())
-        return batches
+        return len(self._shard(self.batch_sampler.batches(self.instances, self._epoch)))
 
 
 def collate(

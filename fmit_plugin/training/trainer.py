@@ -15,6 +15,7 @@ from tango.integrations.torch import LRScheduler
 
 from fmit_plugin.data.data_loader import DataLoader
 from fmit_plugin.models.model import Model
+from fmit_plugin.training import distributed
 from fmit_plugin.training.optimizers import build_optimizer
 from fmit_plugin.training.util import (
     atomic_write,
@@ -76,6 +77,11 @@ class GradientDescentTrainer(Trainer):
     seed : `int`, optional (default = `13370`)
         Seeds python, numpy and torch before the model is built (the train command reads it
         early) and drives the batch order.
+
+    Under `torchrun` (a process group is initialised) the model is wrapped in PyTorch's
+    `DistributedDataParallel`, each worker trains on its shard of the batches, metrics are summed
+    over workers, and only the primary worker writes files. `cuda_device` is then each worker's
+    LOCAL_RANK GPU (or the CPU with gloo).
     """
 
     def __init__(
@@ -105,8 +111,18 @@ class GradientDescentTrainer(Trainer):
         self.serialization_dir = Path(serialization_dir)
         self.data_loader = data_loader
         self.validation_data_loader = validation_data_loader
-        self.device = resolve_device(cuda_device)
+        self.device = distributed.local_device() if distributed.is_distributed() else resolve_device(cuda_device)
         self.model.to(self.device)
+        self._module: torch.nn.Module = self.model
+        if distributed.is_distributed():
+            # find_unused_parameters: e.g. FMIT's empty-image vector is unused in batches where every
+            # tweet has an image, and the boundary branch is skipped at lambda = 0.
+            self._module = torch.nn.parallel.DistributedDataParallel(
+                self.model,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=True,
+            )
+            data_loader.even_shards = True
         self.optimizer = build_optimizer(optimizer or {"type": "adam", "lr": 1e-3}, model)
         self.num_epochs = num_epochs
         self.accumulation = num_gradient_accumulation_steps
@@ -166,7 +182,8 @@ class GradientDescentTrainer(Trainer):
         return True
 
     def _save(self, name: str, state: Any) -> None:
-        atomic_write(self.serialization_dir / name, lambda temp: torch.save(state, temp))
+        if distributed.is_primary():
+            atomic_write(self.serialization_dir / name, lambda temp: torch.save(state, temp))
 
     # ------------------------------------------------------------------ training
     def _train_epoch(self, epoch: int) -> dict[str, float]:
@@ -181,21 +198,26 @@ class GradientDescentTrainer(Trainer):
             torch.autocast(device_type="cuda", dtype=torch.bfloat16) if self.use_amp
             else contextlib.nullcontext()
         )
+        steps = len(self.data_loader)
         for batches, batch in enumerate(bar, start=1):
-            with autocast:
-                output = self.model(**move_to_device(batch, self.device))
-            loss = output["loss"]
-            if not torch.isfinite(loss):
-                raise RuntimeError(f"Loss became {float(loss)} at epoch {epoch + 1}, batch {batches}")
-            (loss / self.accumulation).backward()
+            stepping = batches % self.accumulation == 0 or batches == steps
+            # DDP averages gradients at every backward; accumulation steps skip that until the last.
+            synchronise = stepping or not isinstance(self._module, torch.nn.parallel.DistributedDataParallel)
+            with autocast, (contextlib.nullcontext() if synchronise else self._module.no_sync()):  # type: ignore[operator]
+                output = self._module(**move_to_device(batch, self.device))
+                loss = output["loss"]
+                if not torch.isfinite(loss):
+                    raise RuntimeError(f"Loss became {float(loss)} at epoch {epoch + 1}, batch {batches}")
+                (loss / self.accumulation).backward()
             total_loss += loss.detach()
-            if batches % self.accumulation == 0 or batches == len(self.data_loader):
+            if stepping:
                 self._step()
             if batches % 10 == 0 or batches == len(self.data_loader):
                 metrics = {"loss": float(total_loss) / batches, **self.model.get_metrics()}
                 bar.set_postfix_str(description_of(metrics), refresh=False)
         metrics = self.model.get_metrics(reset=True)
-        metrics["loss"] = float(total_loss) / max(1, batches)
+        loss_sum, batch_count = distributed.sum_across_workers(float(total_loss), batches)
+        metrics["loss"] = loss_sum / max(1, batch_count)
         return metrics
 
     def _step(self) -> None:
@@ -242,8 +264,10 @@ class GradientDescentTrainer(Trainer):
                 **{f"validation_{k}": v for k, v in validation_metrics.items()},
                 **{f"best_validation_{k}": v for k, v in self.best_metrics.items()},
             }
-            dump_metrics(self.serialization_dir / f"metrics_epoch_{epoch}.json", metrics)
+            if distributed.is_primary():
+                dump_metrics(self.serialization_dir / f"metrics_epoch_{epoch}.json", metrics)
             self._save(CHECKPOINT, self._checkpoint_state(epoch))
+            distributed.barrier()  # nobody reads best.th before the primary has written it
             logger.info("Epoch %d: %s", epoch + 1, description_of(watched))
             if self.patience is not None and self.epochs_without_improvement >= self.patience:
                 logger.info("Ran out of patience (%d epochs without improvement)", self.patience)

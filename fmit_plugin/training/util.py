@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from fmit_plugin.data.data_loader import Batch
 from fmit_plugin.models.model import Model
+from fmit_plugin.training import distributed
 
 
 def resolve_device(cuda_device: Optional[Union[int, str]]) -> torch.device:
@@ -67,6 +68,7 @@ def progress(iterable: Iterable, description: str, total: Optional[int] = None) 
         iterable,
         desc=description,
         total=total,
+        disable=not distributed.is_primary(),
         ascii=file_friendly,
         mininterval=10.0 if file_friendly else 0.1,
         dynamic_ncols=not file_friendly,
@@ -88,7 +90,8 @@ def evaluate(
     predictions: Optional[list[dict[str, Any]]] = None,
 ) -> dict[str, float]:
     """Mean loss and the model's metrics over `batches`; collects readable outputs into
-    `predictions` when a list is given."""
+    `predictions` when a list is given. In a distributed run each worker evaluates its shard and
+    the counts and losses are summed over workers, so every worker returns the same figures."""
     model.eval()
     model.get_metrics(reset=True)
     loss_sum, loss_batches = 0.0, 0
@@ -105,8 +108,10 @@ def evaluate(
                     predictions.append(
                         {"words": words, "tags": readable["tags"][i], "entities": readable["entities"][i]}
                     )
-            bar.set_postfix_str(description_of(model.get_metrics()), refresh=False)
+            if not distributed.is_distributed():  # get_metrics is a collective call there
+                bar.set_postfix_str(description_of(model.get_metrics()), refresh=False)
     metrics = model.get_metrics(reset=True)
-    if loss_batches:
-        metrics["loss"] = loss_sum / loss_batches
+    total_loss, total_batches = distributed.sum_across_workers(loss_sum, loss_batches)
+    if total_batches:
+        metrics["loss"] = total_loss / total_batches
     return metrics

@@ -1,0 +1,669 @@
+"""
+A deterministic synthetic Twitter MNER benchmark in which the image, not the text, decides an entity's type.
+
+Entity names are invented words built from random syllables, drawn from one pool shared by every type and every
+split, and each mention gets its type independently of its name: the same name is a person in one tweet and an
+organisation in the next, so its spelling says nothing about its type. Most tweets come from neutral templates
+("{A} vs {B} tonight !") where only the image can tell the types apart; some come from cue templates
+("flying to {LOC} tomorrow") so that the text channel matters too.
+
+Every tweet with an image shows one region per entity mention, drawn in its type's look (`VISUAL_VOCABULARY`):
+
+    PER  = red filled circle        LOC  = green filled triangle
+    ORG  = blue filled square       MISC = yellow filled plus-shaped cross
+
+on a cluttered light background (pixel noise, faint grey lines and dots), plus 0-2 distractor regions in looks
+that belong to no type (purple hexagon outlines, grey filled diamonds). Regions never overlap. Some tweets have
+no image file at all, some a uniform blank image without regions.
+
+The output folder holds::
+
+    train.txt valid.txt test.txt   IMGID blocks of token<TAB>label, read by `TwitterMnerReader`
+    images/<image_id>.png          one image per tweet, except the tweets whose image is missing
+    groundings.jsonl               the sidecar of the `precomputed` grounder: for every image, one region per
+                                   entity mention (its words, span and drawn box) and some of the tweet's
+                                   non-entity phrases grounded to distractor boxes; blank images get no regions,
+                                   missing images no line
+
+Everything follows from `seed`: the same arguments give byte-identical files.
+"""
+import json
+import os
+import random
+import shutil
+import tempfile
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+ENTITY_TYPES = ("PER", "LOC", "ORG", "MISC")
+DEFAULT_NUM_TWEETS: Mapping[str, int] = {"train": 300, "valid": 60, "test": 60}
+SIDECAR_NAME = "groundings.jsonl"
+IMAGE_FOLDER = "images"
+MIN_IMAGE_SIDE = 32
+
+Colour = tuple[int, int, int]
+BoxInt = tuple[int, int, int, int]  # x0, y0, x1, y1 in pixels; x1 and y1 exclusive
+
+
+@dataclass(frozen=True)
+class Look:
+    """How a region is drawn: a shape name and its base colour (jittered per region)."""
+
+    shape: str
+    colour: Colour
+
+
+# One clearly distinct colour AND shape per entity type. The centre pixel ((x0 + x1) // 2, (y0 + y1) // 2) of an
+# entity region's box always lies inside the filled shape.
+VISUAL_VOCABULARY: Mapping[str, Look] = {
+    "PER": Look("circle", (220, 40, 40)),
+    "LOC": Look("triangle", (40, 170, 60)),
+    "ORG": Look("square", (40, 80, 220)),
+    "MISC": Look("cross", (235, 200, 30)),
+}
+# Looks of no type: distractor regions, which belong to no entity.
+DISTRACTOR_LOOKS: tuple[Look, ...] = (
+    Look("hexagon_outline", (150, 60, 170)),
+    Look("diamond", (120, 120, 120)),
+)
+COLOUR_JITTER = 18
+
+# Entities per tweet: ~15% none, ~45% one, ~40% two or three (of different types).
+ENTITY_COUNT_WEIGHTS = ((0, 0.15), (1, 0.45), (2, 0.28), (3, 0.12))
+CUE_TEMPLATE_RATE = 0.3  # of the tweets with entities
+
+# Templates: whitespace-separated tokens. "{A}", "{B}", "{C}" are entities whose type only the image tells;
+# "{PER}", "{LOC}", "{ORG}", "{MISC}" are entities of that type, which the surrounding words hint at.
+# "[the show]" marks a non-entity noun phrase that may be grounded to a distractor region.
+NO_ENTITY_TEMPLATES = (
+    "what a day today",
+    "cannot wait for [the weekend]",
+    "this is so good",
+    "good morning everyone",
+    "who is watching [the game] tonight ?",
+    "best [coffee] ever",
+    "so tired after [the long trip]",
+    "that was [the best concert] of my life",
+    "can someone explain [this photo] ?",
+    "rainy days like this",
+)
+NEUTRAL_TEMPLATES: Mapping[int, tuple[str, ...]] = {
+    1: (
+        "{A} was amazing today",
+        "so proud of {A} right now",
+        "{A} is trending again",
+        "look at {A} ! [the crowd] is huge",
+        "throwback to {A} last summer",
+        "everyone is talking about {A}",
+        "{A} never disappoints",
+        "just saw {A} at [the show]",
+        "{A} , what a night",
+        "big news about {A} this morning",
+        "what a week for {A}",
+        "still thinking about {A} and [the photos]",
+    ),
+    2: (
+        "met {A} and {B} at [the show]",
+        "{A} vs {B} tonight !",
+        "{A} and {B} , name a better duo",
+        "from {A} to {B} , what a ride",
+        "{A} meets {B} in [the final]",
+        "nothing beats {A} after {B}",
+        "{A} or {B} ? vote now",
+        "watching {A} with {B} on [the big screen]",
+    ),
+    3: (
+        "{A} , {B} and {C} all in [one photo]",
+        "{A} , {B} , {C} : pick one",
+        "shoutout to {A} , {B} and {C} for [the support]",
+        "{A} with {B} and {C} at [the event]",
+    ),
+}
+CUE_TEMPLATES: Mapping[int, tuple[str, ...]] = {
+    1: (
+        "flying to {LOC} tomorrow",
+        "greetings from sunny {LOC}",
+        "{PER} said that it was worth it",
+        "happy birthday {PER} !",
+        "interview with {PER} tonight",
+        "{ORG} announced [a new deal] today",
+        "breaking : {ORG} signs [a big contract]",
+        "the new {MISC} trailer is out",
+        "who else is playing {MISC} this weekend ?",
+    ),
+    2: (
+        "{PER} joins {ORG} next season",
+        "{PER} arrives in {LOC}",
+        "{ORG} opens an office in {LOC}",
+        "{PER} stars in the {MISC} sequel",
+        "{PER} was spotted with {A}",
+        "flying to {LOC} to see {A}",
+        "{ORG} announced [a deal] with {A}",
+    ),
+    3: (
+        "{PER} of {ORG} visits {LOC}",
+        "{ORG} brings the {MISC} tour to {LOC}",
+        "{PER} talks {MISC} with {A}",
+    ),
+}
+
+CONSONANTS = ("b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z")
+VOWELS = ("a", "e", "i", "o", "u")
+FINAL_CONSONANTS = ("n", "r", "l", "s", "k")
+# Real words (and well-known names) that consonant-vowel syllables can spell: no invented word may be one of them.
+REAL_WORDS = frozenset(
+    """
+    banana potato tomato salami safari kimono karate sonata domino bikini pajama lasagne tobago panama
+    data sofa soda lava tuna mama papa gala lima coma pizza memo solo logo tempo radio video piano
+    make take name game home time life love made more sure same fine line mine note vote pole role rule
+    tube cute site size rate late date gate fate bike like ride side tide hope rope pope nose rose pose lose
+    bone tone zone gone done none safe sale tale male pale file mile pile tile vile mole sole tune dune fuse
+    muse mute fume dome kite mate note base case vase lame tame fame came dare bare care rare mare fare
+    lake bake fake sake wake poke joke woke bite mite dine dive five live give move rove love dove
+    pure lure cure dune bale kale gale nine pine vine wine tire fire hire dire sire bore core fore gore pore
+    sore tore lobe robe tube rude dude nude lure sure
+    salon lemon melon robin satin basin cabin denim venus bonus minus tumor motor rotor sugar solar polar
+    lunar vapor radar sonar timer tiger paper super rider later never fever lover mover baker maker taker
+    poker biker rumor gamer sober moral total metal petal pedal medal fatal nasal vital rival final tidal
+    local vocal vodka nun sun run fun gun bun pun tan man van pan ban fan ten pen den men tin pin sin fin
+    bin kin din ton son
+    tokyo kenya peru mali togo fiji rome paris dubai samoa malta nike sony toyota honda mazda suzuki lego
+    yoga judo sumo tofu sushi kobe lima nepal benin gabon niger sudan lagos kabul minsk dakar rabat oslo
+    bali java roma milano napoli torino sega nokia fila puma kia seat fiat lada tata
+    """.split()
+)
+
+
+class DatasetExistsError(FileExistsError):
+    """The output folder is not empty and `overwrite` was not given."""
+
+
+@dataclass(frozen=True)
+class Mention:
+    """An entity mention: its words' inclusive span in the tweet and its type."""
+
+    first: int
+    last: int
+    entity_type: str
+
+
+@dataclass
+class SyntheticTweet:
+    """One generated tweet before it is written."""
+
+    image_id: str
+    words: list[str]
+    tags: list[str]
+    mentions: list[Mention]
+    phrases: list[tuple[int, int]]  # non-entity noun phrases and hashtags that may be grounded to distractors
+    cue: bool
+    image: str = "image"  # "image", "blank" or "missing"
+    regions: list[dict[str, Any]] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Text
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _template_words() -> set[str]:
+    templates = list(NO_ENTITY_TEMPLATES)
+    for table in (NEUTRAL_TEMPLATES, CUE_TEMPLATES):
+        for group in table.values():
+            templates.extend(group)
+    return {word.strip("[]").lower() for template in templates for word in template.split()}
+
+
+_FORBIDDEN_WORDS = REAL_WORDS | _template_words() | {"rt"}
+
+
+def invented_word(rng: random.Random, syllables: Sequence[int] = (2, 3)) -> str:
+    """A lower-case word of 2 or 3 consonant-vowel syllables, sometimes with a final consonant; never a real word."""
+    while True:
+        count = rng.choice(list(syllables))
+        word = "".join(rng.choice(CONSONANTS) + rng.choice(VOWELS) for _ in range(count))
+        if rng.random() < 0.3:
+            word += rng.choice(FINAL_CONSONANTS)
+        if word not in _FORBIDDEN_WORDS:
+            return word
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """The invented words one dataset uses: entity names (1 or 2 words), hashtag words and user names."""
+
+    names: tuple[tuple[str, ...], ...]
+    hashtags: tuple[str, ...]
+    users: tuple[str, ...]
+
+
+def make_vocabulary(
+    rng: random.Random, single_names: int = 60, double_names: int = 20, hashtags: int = 30, users: int = 30
+) -> Vocabulary:
+    """Distinct invented words: capitalised names (shared by all types and splits), lower-case hashtags and users."""
+    used: set[str] = set()
+
+    def fresh() -> str:
+        while True:
+            word = invented_word(rng)
+            if word not in used:
+                used.add(word)
+                return word
+
+    names: list[tuple[str, ...]] = [(fresh().capitalize(),) for _ in range(single_names)]
+    names += [(fresh().capitalize(), fresh().capitalize()) for _ in range(double_names)]
+    hashtag_words = tuple(fresh() for _ in range(hashtags))
+    user_names = tuple(fresh() + (f"_{rng.randint(1, 99)}" if rng.random() < 0.4 else "") for _ in range(users))
+    return Vocabulary(tuple(names), hashtag_words, user_names)
+
+
+EMOJI = ("😀", "🔥", "😂", "❤️", "👏", "🙌", "😍", "💯")
+
+
+def _url(rng: random.Random) -> str:
+    alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+    return "http://t.co/" + "".join(rng.choice(alphabet) for _ in range(10))
+
+
+def _entity_count(rng: random.Random) -> int:
+    draw = rng.random()
+    for count, weight in ENTITY_COUNT_WEIGHTS:
+        if draw < weight:
+            return count
+        draw -= weight
+    return ENTITY_COUNT_WEIGHTS[-1][0]
+
+
+def make_tweet(rng: random.Random, vocabulary: Vocabulary, image_id: str) -> SyntheticTweet:
+    """One tweet: a template filled with names of different types, plus the usual tweet noise (all labelled O)."""
+    count = _entity_count(rng)
+    cue = count > 0 and rng.random() < CUE_TEMPLATE_RATE
+    if count == 0:
+        template = rng.choice(NO_ENTITY_TEMPLATES)
+    else:
+        template = rng.choice((CUE_TEMPLATES if cue else NEUTRAL_TEMPLATES)[count])
+    slots = template.split()
+    fixed_types = {slot[1:-1] for slot in slots if slot[1:-1] in ENTITY_TYPES}
+    free_types = [entity_type for entity_type in ENTITY_TYPES if entity_type not in fixed_types]
+    rng.shuffle(free_types)
+    names = rng.sample(vocabulary.names, count)
+
+    words: list[str] = []
+    tags: list[str] = []
+    mentions: list[Mention] = []
+    phrases: list[tuple[int, int]] = []
+
+    def add(word: str, tag: str = "O") -> None:
+        words.append(word)
+        tags.append(tag)
+
+    # Tweet noise before the body.
+    if rng.random() < 0.15:
+        for word in ("RT", "@" + rng.choice(vocabulary.users), ":"):
+            add(word)
+    elif rng.random() < 0.15:
+        add("@" + rng.choice(vocabulary.users))
+
+    phrase_start: Optional[int] = None
+    for slot in slots:
+        if slot.startswith("{") and slot.endswith("}"):
+            key = slot[1:-1]
+            entity_type = key if key in ENTITY_TYPES else free_types.pop()
+            name = names[len(mentions)]
+            first = len(words)
+            for position, part in enumerate(name):
+                add(part, ("B-" if position == 0 else "I-") + entity_type)
+            mentions.append(Mention(first, len(words) - 1, entity_type))
+            continue
+        if slot.startswith("["):
+            phrase_start = len(words)
+        add(slot.strip("[]"))
+        if slot.endswith("]") and phrase_start is not None:
+            phrases.append((phrase_start, len(words) - 1))
+            phrase_start = None
+
+    # Tweet noise after the body.
+    if rng.random() < 0.25:
+        add(rng.choice(EMOJI))
+    if rng.random() < 0.35:
+        for hashtag in rng.sample(vocabulary.hashtags, rng.randint(1, 2)):
+            add("#" + hashtag)
+            phrases.append((len(words) - 1, len(words) - 1))
+    if rng.random() < 0.25:
+        add(_url(rng))
+    return SyntheticTweet(image_id, words, tags, mentions, phrases, cue)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Images
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _jitter(rng: random.Random, colour: Colour, amount: int = COLOUR_JITTER) -> Colour:
+    """`colour` moved by up to `amount` per channel; a grey stays grey (one shift for all channels)."""
+    if colour[0] == colour[1] == colour[2]:
+        shift = rng.randint(-amount, amount)
+        shifts = (shift, shift, shift)
+    else:
+        shifts = (rng.randint(-amount, amount), rng.randint(-amount, amount), rng.randint(-amount, amount))
+    r, g, b = (min(255, max(0, channel + delta)) for channel, delta in zip(colour, shifts))
+    return (r, g, b)
+
+
+def _overlaps(box: BoxInt, others: Sequence[BoxInt], gap: int) -> bool:
+    return any(
+        box[0] < other[2] + gap and other[0] < box[2] + gap and box[1] < other[3] + gap and other[1] < box[3] + gap
+        for other in others
+    )
+
+
+def _place(rng: random.Random, width: int, height: int, taken: Sequence[BoxInt], gap: int = 2) -> Optional[BoxInt]:
+    """A square box of random size and position that keeps `gap` pixels away from every box in `taken`."""
+    side = min(width, height)
+    low = max(6, round(0.16 * side))
+    high = max(low, round(0.3 * side))
+    for attempt in range(300):
+        # Shrink the largest allowed size as attempts fail, so crowded images still find room.
+        top_size = max(low, high - (high - low) * attempt // 200)
+        size = rng.randint(low, top_size)
+        x0 = rng.randint(0, width - size)
+        y0 = rng.randint(0, height - size)
+        box = (x0, y0, x0 + size, y0 + size)
+        if not _overlaps(box, taken, gap):
+            return box
+    # Crowded: the first free spot of the smallest size, scanning row by row.
+    for y0 in range(0, height - low + 1):
+        for x0 in range(0, width - low + 1):
+            box = (x0, y0, x0 + low, y0 + low)
+            if not _overlaps(box, taken, gap):
+                return box
+    return None
+
+
+def draw_shape(draw: ImageDraw.ImageDraw, shape: str, box: BoxInt, colour: Colour) -> None:
+    """Draws `shape` filling `box` (x1, y1 exclusive)."""
+    x0, y0, x1, y1 = box
+    right, bottom = x1 - 1, y1 - 1
+    size = x1 - x0
+    if shape == "circle":
+        draw.ellipse([x0, y0, right, bottom], fill=colour)
+    elif shape == "triangle":
+        draw.polygon([(x0, bottom), (right, bottom), ((x0 + right) / 2, y0)], fill=colour)
+    elif shape == "square":
+        draw.rectangle([x0, y0, right, bottom], fill=colour)
+    elif shape == "cross":
+        thickness = max(2, size // 3)
+        offset = (size - thickness) // 2
+        draw.rectangle([x0 + offset, y0, x0 + offset + thickness - 1, bottom], fill=colour)
+        draw.rectangle([x0, y0 + offset, right, y0 + offset + thickness - 1], fill=colour)
+    elif shape == "hexagon_outline":
+        cx, cy, radius = (x0 + right) / 2, (y0 + bottom) / 2, (size - 1) / 2 - 1  # the 2-pixel line stays inside
+        points = [
+            (cx + radius * float(np.cos(np.pi / 3 * k)), cy + radius * float(np.sin(np.pi / 3 * k))) for k in range(6)
+        ]
+        draw.line(points + [points[0]], fill=colour, width=2)
+    elif shape == "diamond":
+        cx, cy = (x0 + right) / 2, (y0 + bottom) / 2
+        draw.polygon([(cx, y0), (right, cy), (cx, bottom), (x0, cy)], fill=colour)
+    else:
+        raise ValueError(f"unknown shape {shape!r}")
+
+
+def _background(rng: random.Random, width: int, height: int) -> Image.Image:
+    """A light, low-saturation background with pixel noise, faint grey lines and dots."""
+    grey = rng.randint(200, 240)
+    base = np.array([grey + rng.randint(-8, 8) for _ in range(3)], dtype=np.int16)
+    noise_rng = np.random.default_rng(rng.getrandbits(63))
+    pixels = base[None, None, :] + noise_rng.integers(-8, 9, size=(height, width, 3), dtype=np.int16)
+    image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
+    draw = ImageDraw.Draw(image)
+    for _ in range(rng.randint(3, 7)):
+        shade = grey - rng.randint(20, 45)
+        points = [(rng.randint(0, width - 1), rng.randint(0, height - 1)) for _ in range(2)]
+        draw.line(points, fill=(shade, shade, shade + rng.randint(-5, 5)), width=1)
+    for _ in range(rng.randint(10, 30)):
+        shade = grey - rng.randint(15, 50)
+        x, y, radius = rng.randint(0, width - 1), rng.randint(0, height - 1), rng.randint(0, 1)
+        draw.ellipse([x - radius, y - radius, x + radius, y + radius], fill=(shade, shade, shade))
+    return image
+
+
+def draw_tweet_image(rng: random.Random, tweet: SyntheticTweet, image_size: tuple[int, int]) -> Image.Image:
+    """The tweet's image; fills `tweet.regions` with the sidecar regions (entity mentions, then phrases)."""
+    width, height = image_size
+    if tweet.image == "blank":
+        grey = rng.randint(200, 240)
+        tweet.regions = []
+        return Image.new("RGB", image_size, (grey, grey, grey))
+    image = _background(rng, width, height)
+    draw = ImageDraw.Draw(image)
+    taken: list[BoxInt] = []
+    regions: list[dict[str, Any]] = []
+    for mention in tweet.mentions:
+        box = _place(rng, width, height, taken)
+        if box is None:
+            raise RuntimeError(f"no room for an entity region in a {width}x{height} image")
+        taken.append(box)
+        look = VISUAL_VOCABULARY[mention.entity_type]
+        draw_shape(draw, look.shape, box, _jitter(rng, look.colour))
+        regions.append(_region(tweet.words, (mention.first, mention.last), box))
+    phrases = list(tweet.phrases)
+    rng.shuffle(phrases)
+    for index in range(rng.randint(0, 2)):
+        box = _place(rng, width, height, taken)
+        if box is None:
+            break
+        taken.append(box)
+        look = rng.choice(DISTRACTOR_LOOKS)
+        draw_shape(draw, look.shape, box, _jitter(rng, look.colour))
+        # Distractors beyond the tweet's phrases stay pure clutter.
+        if index < len(phrases):
+            regions.append(_region(tweet.words, phrases[index], box))
+    tweet.regions = regions
+    return image
+
+
+def _region(words: Sequence[str], span: tuple[int, int], box: BoxInt) -> dict[str, Any]:
+    return {
+        "phrase": " ".join(words[span[0] : span[1] + 1]),
+        "span": [span[0], span[1]],
+        "box": list(box),
+        "score": 1.0,
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The dataset
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _check_arguments(
+    num_tweets: Mapping[str, int], image_size: Sequence[int], missing_image_rate: float, blank_image_rate: float
+) -> None:
+    for split, count in num_tweets.items():
+        if not split or not all(char.isalnum() or char in "_-" for char in split):
+            raise ValueError(f"split names must be letters, digits, '_' or '-', got {split!r}")
+        if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+            raise ValueError(f"num_tweets[{split!r}] must be a non-negative integer, got {count!r}")
+    if len(image_size) != 2 or min(image_size) < MIN_IMAGE_SIDE:
+        raise ValueError(f"image_size must be (width, height), each at least {MIN_IMAGE_SIDE}, got {image_size!r}")
+    for name, rate in (("missing_image_rate", missing_image_rate), ("blank_image_rate", blank_image_rate)):
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError(f"{name} must be in [0, 1], got {rate}")
+    if missing_image_rate + blank_image_rate > 1.0:
+        raise ValueError("missing_image_rate + blank_image_rate must be at most 1")
+
+
+def _split_tweets(
+    split: str, count: int, seed: int, vocabulary: Vocabulary, missing_rate: float, blank_rate: float
+) -> tuple[list[SyntheticTweet], random.Random]:
+    # Each split has its own stream, so changing one split's size leaves the others as they were.
+    rng = random.Random(f"fmit-synthetic/{seed}/{split}")
+    tweets = [make_tweet(rng, vocabulary, f"syn_{split}_{index:05d}") for index in range(count)]
+    missing = round(missing_rate * count)
+    blank = min(round(blank_rate * count), count - missing)
+    chosen = rng.sample(range(count), missing + blank)
+    for index in chosen[:missing]:
+        tweets[index].image = "missing"
+    for index in chosen[missing:]:
+        tweets[index].image = "blank"
+    return tweets, rng
+
+
+def _split_summary(tweets: Sequence[SyntheticTweet]) -> dict[str, Any]:
+    entities = Counter(mention.entity_type for tweet in tweets for mention in tweet.mentions)
+    types_by_name: dict[str, set[str]] = {}
+    for tweet in tweets:
+        for mention in tweet.mentions:
+            name = " ".join(tweet.words[mention.first : mention.last + 1])
+            types_by_name.setdefault(name, set()).add(mention.entity_type)
+    return {
+        "tweets": len(tweets),
+        "entities": {entity_type: entities[entity_type] for entity_type in ENTITY_TYPES},
+        "no_entity_tweets": sum(1 for tweet in tweets if not tweet.mentions),
+        "single_entity_tweets": sum(1 for tweet in tweets if len(tweet.mentions) == 1),
+        "multi_entity_tweets": sum(1 for tweet in tweets if len(tweet.mentions) > 1),
+        "two_word_mentions": sum(1 for tweet in tweets for mention in tweet.mentions if mention.last > mention.first),
+        "cue_template_tweets": sum(1 for tweet in tweets if tweet.cue),
+        "names_with_several_types": sum(1 for types in types_by_name.values() if len(types) > 1),
+        "missing_images": sum(1 for tweet in tweets if tweet.image == "missing"),
+        "blank_images": sum(1 for tweet in tweets if tweet.image == "blank"),
+        "grounded_regions": sum(len(tweet.regions) for tweet in tweets),
+    }
+
+
+def _write_split(path: Path, tweets: Sequence[SyntheticTweet]) -> None:
+    lines: list[str] = []
+    for tweet in tweets:
+        lines.append(f"IMGID:{tweet.image_id}")
+        lines.extend(f"{word}\t{tag}" for word, tag in zip(tweet.words, tweet.tags))
+        lines.append("")
+    path.write_bytes(("\n".join(lines) + "\n").encode("utf-8") if lines else b"")
+
+
+def _is_non_empty_dir(path: Path) -> bool:
+    return path.is_dir() and any(path.iterdir())
+
+
+def generate_dataset(
+    output_dir: Union[str, os.PathLike],
+    num_tweets: Optional[Mapping[str, int]] = None,
+    seed: int = 0,
+    image_size: tuple[int, int] = (96, 96),
+    missing_image_rate: float = 0.05,
+    blank_image_rate: float = 0.05,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """
+    Writes a synthetic dataset to `output_dir` and returns its summary.
+
+    # Parameters
+
+    output_dir : `str` or path
+        The folder to create. It must not exist or be empty, unless `overwrite`.
+    num_tweets : `Mapping[str, int]`, optional (default = `{"train": 300, "valid": 60, "test": 60}`)
+        Tweets per split; each split is written to `<split>.txt`.
+    seed : `int`, optional (default = `0`)
+        Everything is drawn from it: the same arguments give byte-identical files.
+    image_size : `(int, int)`, optional (default = `(96, 96)`)
+        Width and height of the images, each at least 32.
+    missing_image_rate : `float`, optional (default = `0.05`)
+        Fraction of each split's tweets (rounded) whose image file is not written.
+    blank_image_rate : `float`, optional (default = `0.05`)
+        Fraction of each split's tweets (rounded) whose image is uniform, with no regions.
+    overwrite : `bool`, optional (default = `False`)
+        Replace a non-empty `output_dir` (only once the new dataset is complete).
+
+    The dataset is written to a temporary sibling folder which is renamed to `output_dir` once complete, so an
+    interrupted run leaves no partial dataset under `output_dir`.
+
+    Returns a summary: per split (`splits`) and in all, the tweets, entity mentions per type, tweets with none,
+    one and several entities, tweets from cue templates, names seen with several types, missing and blank images
+    and grounded regions; and the files written.
+    """
+    num_tweets = dict(DEFAULT_NUM_TWEETS if num_tweets is None else num_tweets)
+    width, height = int(image_size[0]), int(image_size[1])
+    _check_arguments(num_tweets, (width, height), missing_image_rate, blank_image_rate)
+    output = Path(output_dir)
+    if output.exists() and not output.is_dir():
+        raise DatasetExistsError(f"{output} exists and is not a folder")
+    if _is_non_empty_dir(output) and not overwrite:
+        raise DatasetExistsError(f"{output} is not empty; pass overwrite=True (--overwrite) to replace it")
+
+    vocabulary = make_vocabulary(random.Random(f"fmit-synthetic/{seed}/vocabulary"))
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
+    try:
+        os.chmod(staging, 0o755)
+        (staging / IMAGE_FOLDER).mkdir()
+        splits: dict[str, dict[str, Any]] = {}
+        sidecar: list[str] = []
+        files: list[str] = []
+        images_written = 0
+        for split, count in num_tweets.items():
+            tweets, rng = _split_tweets(split, count, seed, vocabulary, missing_image_rate, blank_image_rate)
+            for tweet in tweets:
+                if tweet.image == "missing":
+                    continue
+                image = draw_tweet_image(rng, tweet, (width, height))
+                image.save(staging / IMAGE_FOLDER / f"{tweet.image_id}.png", format="PNG")
+                images_written += 1
+                sidecar.append(json.dumps({"image_id": tweet.image_id, "regions": tweet.regions}, ensure_ascii=False))
+            _write_split(staging / f"{split}.txt", tweets)
+            files.append(f"{split}.txt")
+            splits[split] = _split_summary(tweets)
+        (staging / SIDECAR_NAME).write_bytes(("\n".join(sidecar) + "\n" if sidecar else "").encode("utf-8"))
+        files.append(SIDECAR_NAME)
+        _move_into_place(staging, output)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+    totals: dict[str, Any] = {
+        key: sum(summary[key] for summary in splits.values())
+        for key in (
+            "tweets", "no_entity_tweets", "single_entity_tweets", "multi_entity_tweets", "two_word_mentions",
+            "cue_template_tweets", "missing_images", "blank_images", "grounded_regions",
+        )
+    }
+    totals["entities"] = {
+        entity_type: sum(summary["entities"][entity_type] for summary in splits.values())
+        for entity_type in ENTITY_TYPES
+    }
+    return {
+        "output_dir": str(output.resolve()),
+        "seed": seed,
+        "image_size": [width, height],
+        "splits": splits,
+        **totals,
+        "name_pool": len(vocabulary.names),
+        "files": files,
+        "images_written": images_written,
+        "image_folder": IMAGE_FOLDER,
+    }
+
+
+def _move_into_place(staging: Path, output: Path) -> None:
+    """Renames the complete `staging` folder to `output`, replacing what is there (already allowed by the caller)."""
+    old: Optional[Path] = None
+    if output.exists():
+        if _is_non_empty_dir(output):
+            old = Path(tempfile.mkdtemp(prefix=f".{output.name}.old-", dir=output.parent))
+            old.rmdir()
+            output.rename(old)
+        else:
+            output.rmdir()
+    try:
+        staging.rename(output)
+    except BaseException:
+        if old is not None and not output.exists():
+            old.rename(output)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
