@@ -13,11 +13,13 @@ class VisualObjects:
     features : `torch.Tensor`  # (objects, visual_dim)
     spans : `torch.Tensor`  # (objects, 2): inclusive 0-based (first word, last word) each object belongs to
     labels : what each object is (the phrase, "whole image", "person"...), for display only.
+    boxes : each object's box in image pixels (left, top, right, bottom), `None` for grid cells; for display.
     """
 
     features: torch.Tensor
     spans: torch.Tensor
     labels: list[str] = field(default_factory=list)
+    boxes: list[Optional[tuple[float, float, float, float]]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.features.dim() != 2 or self.spans.shape != (self.features.shape[0], 2):

@@ -83,8 +83,26 @@ class SentenceTaggerPredictor(Predictor):
             answer.update(result or {"tags": [], "entities": []})
             if instance.image_path or instance.image_id:
                 answer["image"] = instance.image_path or instance.image_id
+            if instance.visual is not None:
+                answer["objects"] = visual_objects_json(instance)
             answers.append(answer)
         return answers
+
+
+def visual_objects_json(instance: TaggingInstance) -> list[dict[str, Any]]:
+    """The visual objects the model saw: label, box (pixels) and the words they belong to."""
+    assert instance.visual is not None
+    visual = instance.visual
+    objects = []
+    for index, (first, last) in enumerate(visual.spans.tolist()):
+        box = visual.boxes[index] if index < len(visual.boxes) else None
+        objects.append({
+            "label": visual.labels[index] if index < len(visual.labels) else "",
+            "box": [round(v, 1) for v in box] if box is not None else None,
+            "start": first,
+            "end": last + 1,
+        })
+    return objects
 
 
 def _without_tags(instance: TaggingInstance) -> TaggingInstance:

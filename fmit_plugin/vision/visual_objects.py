@@ -191,4 +191,5 @@ def to_visual_objects(stored: StoredObjects, num_words: int) -> VisualObjects:
         features=stored.features,
         spans=torch.tensor(spans, dtype=torch.long).view(-1, 2),
         labels=[region.label for region in stored.regions],
+        boxes=[region.box for region in stored.regions],
     )

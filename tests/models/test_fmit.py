@@ -231,4 +231,6 @@ def test_fmit_end_to_end_with_visual_objects_from_the_reader(tiny_bert, tmp_path
         {"tokens": ["Zorp", "visits", "Blix"], "image": "0"}, {"tokens": ["Zorp", "visits", "Blix"]}
     ])
     assert with_image["image"].endswith("0.jpg") and len(with_image["tags"]) == 3
+    assert with_image["objects"][0] == {"label": "whole image", "box": [0.0, 0.0, 48.0, 48.0], "start": 0, "end": 3}
+    assert {"label": "Zorp", "box": [0.0, 0.0, 20.0, 20.0], "start": 0, "end": 1} in with_image["objects"]
     assert len(without_image["tags"]) == 3
