@@ -38,7 +38,8 @@ class Fmit(Model):
 
     Any allennlp-light `Seq2SeqEncoder` can replace the flat lattice transformer (`encoder`); one
     whose `forward` takes no `head` / `tail` runs over the same flat sequence without positions
-    (the paper's "w/o Rel" row).
+    (the paper's "w/o Rel" row); one whose `forward` takes `visual_mask` is told which cells are
+    visual objects (`umt_interaction`, the UMT baseline).
 
     Registered as a `Model` with name "fmit".
 
@@ -97,7 +98,10 @@ class Fmit(Model):
         self.sep_embedding = torch.nn.Parameter(torch.randn(hidden_dim) * 0.02)
         # The backbone features of the uniform empty image are one constant vector: learned here.
         self.empty_image_feature = torch.nn.Parameter(torch.zeros(visual_dim))
-        self._encoder_takes_positions = "head" in inspect.signature(self.encoder.forward).parameters
+        encoder_parameters = inspect.signature(self.encoder.forward).parameters
+        self._encoder_takes_positions = "head" in encoder_parameters
+        # Encoders that treat the modalities apart (e.g. `umt_interaction`) are told which cells are objects.
+        self._encoder_takes_modality = "visual_mask" in encoder_parameters
         self.dropout = torch.nn.Dropout(dropout) if dropout else torch.nn.Identity()
         self._verbose_metrics = verbose_metrics
         labels = vocab.get_index_to_token_vocabulary(label_namespace)
@@ -175,10 +179,12 @@ class Fmit(Model):
             self.dropout(text_cells), word_mask, self.dropout(object_cells), mask, spans,
             self.cls_embedding, self.sep_embedding,
         )
+        encoder_inputs: dict[str, torch.Tensor] = {}
         if self._encoder_takes_positions:
-            encoded = self.encoder(lattice.embeddings, lattice.mask, head=lattice.head, tail=lattice.tail)
-        else:
-            encoded = self.encoder(lattice.embeddings, lattice.mask)
+            encoder_inputs.update(head=lattice.head, tail=lattice.tail)
+        if self._encoder_takes_modality:
+            encoder_inputs["visual_mask"] = lattice.object_cell_mask()
+        encoded = self.encoder(lattice.embeddings, lattice.mask, **encoder_inputs)
         word_outputs = self.dropout(lattice.word_outputs(encoded))  # (batch, words, d)
         output = self.tagging_head.tag(word_outputs, word_mask, words, tags, self._f1_metric)
         if tags is not None and self.training and self.boundary_encoder is not None:

@@ -2,6 +2,7 @@ from fmit_plugin.modules.flat_lattice import FlatLattice, LatticeProjection, bui
 from fmit_plugin.modules.flat_lattice_transformer import FlatLatticeTransformer, interaction_parameter_count
 from fmit_plugin.modules.relative_position_fusion import RelativePositionFusion
 from fmit_plugin.modules.token_embedders import PretrainedTransformerMismatchedEmbedder, TokenEmbedder
+from fmit_plugin.modules.umt_interaction import UmtInteraction
 
 __all__ = [
     "FlatLattice",
@@ -10,6 +11,7 @@ __all__ = [
     "PretrainedTransformerMismatchedEmbedder",
     "RelativePositionFusion",
     "TokenEmbedder",
+    "UmtInteraction",
     "build_flat_lattice",
     "interaction_parameter_count",
     "word_cells",

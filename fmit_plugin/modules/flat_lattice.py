@@ -68,6 +68,16 @@ class FlatLattice(NamedTuple):
         """
         return word_cells(encoded, self.max_words) * self.word_mask.unsqueeze(-1).to(encoded.dtype)
 
+    def object_cell_mask(self) -> torch.Tensor:
+        """
+        `(batch, cells)`, True for the cells holding visual objects (cells ``n + 2 ..`` of a real
+        example): the modality of each cell, for encoders that treat the two apart.
+        """
+        # (batch, 1): the first object cell, after [CLS], the n words and [SEP]
+        first_object = self.word_mask.sum(dim=1, keepdim=True) + 2
+        cell = torch.arange(self.mask.size(1), device=self.mask.device).unsqueeze(0)
+        return self.mask & (cell >= first_object)
+
     def object_outputs(self, encoded: torch.Tensor) -> torch.Tensor:
         """
         The outputs of the object cells in the objects' original order, `(batch, objects, dim)`,

@@ -190,6 +190,28 @@ def test_any_seq2seq_encoder_can_replace_the_flat_lattice_transformer(tiny_bert)
         _model(tiny_bert, encoder={"type": "lstm", "input_size": 16, "hidden_size": 4})
 
 
+def test_umt_interaction_is_told_which_cells_are_objects_and_trains_a_step(tiny_bert):
+    umt = {"type": "umt_interaction", "input_dim": 16, "hidden_dim": 24, "num_attention_heads": 2,
+           "feedforward_hidden_dim": 32}
+    model = _model(tiny_bert, encoder=umt, boundary_encoder=copy.deepcopy(TINY_ENCODER))
+    assert model._encoder_takes_modality and not model._encoder_takes_positions
+    seen = []
+    model.encoder.register_forward_pre_hook(lambda module, args, kwargs: seen.append(kwargs), with_kwargs=True)
+    batch = collate(_visual_instances()[:3], model.vocab)
+    model.train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    gate = model.encoder.gate.weight.detach().clone()
+    output = model(**batch)
+    assert torch.isfinite(output["loss"]) and "boundary_loss" in output
+    output["loss"].backward()
+    optimizer.step()
+    assert not torch.equal(model.encoder.gate.weight, gate)
+    # Two objects per tweet, after [CLS], the words and [SEP].
+    visual_mask = seen[0]["visual_mask"]
+    assert visual_mask.sum(dim=1).tolist() == [2, 2, 2]
+    assert visual_mask[0].tolist() == [False] * 5 + [True, True] + [False] * (visual_mask.size(1) - 7)
+
+
 def test_interaction_parameter_count_is_what_the_model_holds(tiny_bert, capsys):
     model = _model(tiny_bert, boundary_weight=0.0)
     counted = interaction_parameter_count(hidden_dim=16, num_layers=1, num_attention_heads=2,

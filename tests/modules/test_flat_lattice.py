@@ -70,6 +70,17 @@ def test_word_and_object_outputs_are_recovered():
     assert torch.equal(lattice.object_outputs(encoded), objects * object_mask.unsqueeze(-1))
 
 
+def test_object_cell_mask_marks_the_real_object_cells():
+    words, word_mask, objects, object_mask, spans = _example_batch()
+    lattice = build_flat_lattice(words, word_mask, objects, object_mask, spans, CLS, SEP)
+    assert lattice.object_cell_mask().tolist() == [
+        [False, False, False, False, False, True, True],
+        [False, False, False, False, True, False, False],
+    ]
+    text_only = build_flat_lattice(words, word_mask, None, None, None, CLS, SEP)
+    assert not text_only.object_cell_mask().any()
+
+
 def test_padding_word_slots_beyond_the_longest_sentence_are_dropped():
     words = _words(2, 6)
     word_mask = torch.tensor(
