@@ -1,9 +1,19 @@
-"""`allennlp predict ARCHIVE INPUT`: one JSON line out per line in, in order, streamed."""
+"""
+`allennlp predict ARCHIVE INPUT`: one JSON line out per line in, in order, streamed.
+
+The pipeline is three small steps, each replaceable: `_input_items` turns the input into numbered
+items (parsed JSON, an instance from the dataset reader, or the exception that made a line bad),
+`_predict_batch` turns a batch of items into exactly as many results (a bad item gets a result with
+an `"error"` field), and `PredictionWriter` writes and flushes each batch's results as they come.
+Nothing holds more than one batch, so memory stays flat over any number of lines.
+"""
 import argparse
 import json
 import logging
+import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Optional, Union
 
@@ -11,6 +21,8 @@ from tango.common.exceptions import ConfigurationError
 
 from fmit_plugin.commands.subcommand import Subcommand
 from fmit_plugin.common.archival import load_archive
+from fmit_plugin.data.dataset_reader import DatasetReader
+from fmit_plugin.data.instance import TaggingInstance
 from fmit_plugin.predictors.predictor import Predictor
 
 logger = logging.getLogger(__name__)
@@ -50,15 +62,36 @@ def predict_from_args(args: argparse.Namespace) -> None:
         sys.exit(1)
 
 
-def _json_lines(handle: IO[str]) -> Iterator[tuple[int, Any]]:
-    """(line number, parsed object or the exception) for every non-blank line."""
-    for number, line in enumerate(handle, start=1):
-        if not line.strip():
-            continue
-        try:
-            yield number, json.loads(line)
-        except json.JSONDecodeError as error:
-            yield number, ValueError(f"line {number} is not valid JSON: {error.msg}")
+@dataclass
+class InputItem:
+    """
+    One unit of input: where it came from and what it holds.
+
+    # Parameters
+
+    line : `int`, optional
+        1-based line number in a JSON-lines input.
+    source : `str`, optional
+        "file:line" of an instance read by the dataset reader.
+    payload : `Any`
+        The parsed JSON value, a `TaggingInstance`, or the `Exception` that made the line unusable.
+    """
+
+    line: Optional[int]
+    source: Optional[str]
+    payload: Any
+
+    def failure(self, message: str) -> dict[str, Any]:
+        """The output line of an item that could not be tagged."""
+        result: dict[str, Any] = {}
+        if self.line is not None:
+            result["line"] = self.line
+        if self.source is not None:
+            result["source"] = self.source
+        if isinstance(self.payload, dict) and "id" in self.payload:
+            result["id"] = self.payload["id"]
+        result["error"] = message
+        return result
 
 
 def predict_file(
@@ -74,71 +107,197 @@ def predict_file(
 ) -> int:
     """Tag `input_file`; returns how many lines failed. Each failed line still gets an output line
     holding an `"error"` field, so outputs and inputs always line up."""
+    if batch_size < 1:
+        raise ConfigurationError(f"--batch-size must be at least 1, got {batch_size}")
     if input_file != "-" and not Path(input_file).is_file():
         raise ConfigurationError(f"Input file not found: {input_file}")
     archive = load_archive(archive_file, cuda_device=cuda_device, overrides=overrides)
     name = predictor_name or archive.model.default_predictor or "sentence_tagger"
     predictor = Predictor.by_name(name)(archive.model, archive.validation_dataset_reader)
     errors = 0
-    # AllenNLP's behaviour: predictions go to --output-file if given, and to stdout unless --silent.
-    output: Optional[IO[str]] = open(output_file, "w", encoding="utf-8") if output_file else None
-    try:
-        def emit(results: list[dict[str, Any]]) -> None:
-            for result in results:
-                text = json.dumps(result, ensure_ascii=False)
-                if output is not None:
-                    output.write(text + "\n")
-                if not silent:
-                    print(text, flush=False)
-            if output is not None:
-                output.flush()
-            sys.stdout.flush()
-
-        if use_dataset_reader:
-            instances = archive.validation_dataset_reader.read(input_file)
-            for start in range(0, len(instances), batch_size):
-                emit(predictor.predict_instances(instances[start : start + batch_size]))
-            return 0
-        handle: IO[str] = sys.stdin if input_file == "-" else open(input_file, encoding="utf-8")
-        try:
-            pending: list[tuple[int, Any]] = []
-            for item in _json_lines(handle):
-                pending.append(item)
-                if len(pending) >= batch_size:
-                    results, failed = _predict_batch(predictor, pending)
-                    errors += failed
-                    emit(results)
-                    pending = []
-            if pending:
-                results, failed = _predict_batch(predictor, pending)
-                errors += failed
-                emit(results)
-        finally:
-            if handle is not sys.stdin:
-                handle.close()
-    finally:
-        if output is not None:
-            output.close()
+    with PredictionWriter(output_file, echo=not silent) as writer:
+        items = _input_items(input_file, archive.validation_dataset_reader if use_dataset_reader else None)
+        for batch in _batches(items, batch_size):
+            results = _predict_batch(predictor, batch)
+            errors += sum(1 for result in results if "error" in result)
+            if not writer.write(results):
+                logger.warning("stdout was closed and there is no --output-file: stopping")
+                break
     return errors
 
 
-def _predict_batch(predictor: Predictor, items: list[tuple[int, Any]]) -> tuple[list[dict[str, Any]], int]:
-    """Predict the good lines together; a bad line becomes `{"line": n, "error": ...}` in its place."""
-    results: list[Optional[dict[str, Any]]] = [None] * len(items)
-    instances, slots = [], []
-    for slot, (number, item) in enumerate(items):
+# ------------------------------------------------------------------ input
+
+
+def _input_items(input_file: str, reader: Optional[DatasetReader]) -> Iterator[InputItem]:
+    if reader is not None:
+        if input_file == "-":
+            raise ConfigurationError("--use-dataset-reader needs a file, not stdin")
+        for instance in reader.stream(input_file):
+            yield InputItem(None, instance.metadata.get("source"), instance)
+        return
+    if input_file == "-":
+        yield from _json_lines(sys.stdin.buffer)
+        return
+    with open(input_file, "rb") as handle:
+        yield from _json_lines(handle)
+
+
+def _json_lines(handle: Iterable[bytes]) -> Iterator[InputItem]:
+    """An item for every line, blank and broken ones included (their payload is the exception),
+    so that output line n always answers input line n. Bytes are decoded line by line: a line that
+    is not UTF-8 spoils only itself."""
+    for number, raw in enumerate(handle, start=1):
+        if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+            raw = raw[3:]
         try:
-            if isinstance(item, Exception):
-                raise item
-            instances.append(predictor.json_to_instance(item))
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as error:
+            yield InputItem(number, None, ValueError(
+                f"line {number} is not UTF-8 (byte 0x{raw[error.start]:02x} at column {error.start + 1})"
+            ))
+            continue
+        if not text.strip():
+            yield InputItem(number, None, ValueError(f"line {number} is blank"))
+            continue
+        try:
+            yield InputItem(number, None, json.loads(text))
+        except json.JSONDecodeError as error:
+            yield InputItem(number, None, ValueError(f"line {number} is not valid JSON: {error.msg}"))
+        except (ValueError, RecursionError) as error:
+            # Hostile JSON the decoder refuses: nesting deeper than the recursion limit, or an
+            # integer with more digits than Python converts.
+            yield InputItem(number, None, ValueError(f"line {number} is not usable JSON: {error}"))
+
+
+def _batches(items: Iterable[InputItem], batch_size: int) -> Iterator[list[InputItem]]:
+    batch: list[InputItem] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= batch_size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+# ------------------------------------------------------------------ prediction
+
+
+def _predict_batch(predictor: Predictor, items: list[InputItem]) -> list[dict[str, Any]]:
+    """Exactly one result per item, in order. The good items are predicted together; a bad item
+    becomes its `failure` in its place. If the model fails on the batch, the items are retried one
+    by one, so only the item that breaks the model fails."""
+    results: list[Optional[dict[str, Any]]] = [None] * len(items)
+    instances: list[TaggingInstance] = []
+    slots: list[int] = []
+    for slot, item in enumerate(items):
+        payload = item.payload
+        if isinstance(payload, Exception):
+            results[slot] = item.failure(str(payload))
+            continue
+        if isinstance(payload, TaggingInstance):
+            instances.append(payload)
             slots.append(slot)
-        except (ValueError, TypeError, KeyError) as error:
-            failure: dict[str, Any] = {"line": number, "error": str(error)}
-            if isinstance(item, dict) and "id" in item:
-                failure["id"] = item["id"]
-            results[slot] = failure
+            continue
+        try:
+            instances.append(predictor.json_to_instance(payload))
+            slots.append(slot)
+        except Exception as error:  # noqa: BLE001 - any failure here belongs to this line only
+            results[slot] = item.failure(_describe(error))
     if instances:
-        for slot, result in zip(slots, predictor.predict_instances(instances)):
+        try:
+            predicted = _predict_checked(predictor, instances)
+        except Exception as error:  # noqa: BLE001
+            if len(instances) > 1:
+                logger.warning("The model failed on a batch (%s); retrying its lines one by one", _describe(error))
+            predicted = []
+            for slot, instance in zip(slots, instances):
+                try:
+                    predicted.extend(_predict_checked(predictor, [instance]))
+                except Exception as single_error:  # noqa: BLE001
+                    predicted.append(items[slot].failure(f"the model failed on this input: {_describe(single_error)}"))
+        for slot, result in zip(slots, predicted):
             results[slot] = result
-    failed = sum(1 for r in results if r is not None and "error" in r)
-    return [r for r in results if r is not None], failed
+    assert all(result is not None for result in results)
+    return [result for result in results if result is not None]
+
+
+def _predict_checked(predictor: Predictor, instances: list[TaggingInstance]) -> list[dict[str, Any]]:
+    predicted = predictor.predict_instances(instances)
+    if len(predicted) != len(instances):
+        raise RuntimeError(f"{type(predictor).__name__} returned {len(predicted)} results for {len(instances)} inputs")
+    return predicted
+
+
+def _describe(error: BaseException) -> str:
+    """Errors raised on purpose (ValueError...) carry a message for the user; others get their type too."""
+    if isinstance(error, (ValueError, TypeError, KeyError)) and str(error):
+        return str(error)
+    return f"{type(error).__name__}: {error}"
+
+
+# ------------------------------------------------------------------ output
+
+
+def to_json_line(result: dict[str, Any], encoding: str = "utf-8") -> str:
+    """`result` as one JSON line, readable UTF-8 where possible. A lone surrogate (valid in a JSON
+    escape, so it can arrive in input, but not encodable) or a character the target encoding lacks
+    makes the line fall back to ASCII escapes: the same JSON value either way."""
+    text = json.dumps(result, ensure_ascii=False)
+    try:
+        text.encode(encoding)
+    except (UnicodeEncodeError, LookupError):
+        text = json.dumps(result, ensure_ascii=True)
+    return text
+
+
+class PredictionWriter:
+    """
+    Writes result lines to `output_file` (if given) and echoes them to stdout (if `echo`),
+    flushing after each batch so an interrupted run keeps every line written so far.
+
+    # Parameters
+
+    output_file : `str`, optional
+        Opened (and truncated) on entry; a folder or unwritable path is a `ConfigurationError`.
+    echo : `bool`, optional (default = `True`)
+    """
+
+    def __init__(self, output_file: Optional[str] = None, echo: bool = True) -> None:
+        self.output_file = output_file
+        self.echo = echo
+        self._output: Optional[IO[str]] = None
+        self.lines_written = 0
+
+    def __enter__(self) -> "PredictionWriter":
+        if self.output_file:
+            try:
+                self._output = open(self.output_file, "w", encoding="utf-8", newline="\n")
+            except OSError as error:
+                raise ConfigurationError(f"Cannot write --output-file {self.output_file}: {error.strerror}") from error
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        if self._output is not None:
+            self._output.close()
+
+    def write(self, results: list[dict[str, Any]]) -> bool:
+        """Write and flush one batch; `False` once there is nowhere left to write."""
+        if self._output is not None:
+            self._output.write("".join(to_json_line(result) + "\n" for result in results))
+            self._output.flush()
+        if self.echo:
+            encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
+            try:
+                sys.stdout.write("".join(to_json_line(result, encoding) + "\n" for result in results))
+                sys.stdout.flush()
+            except BrokenPipeError:
+                # `allennlp predict ... | head`: stop echoing; keep writing the output file if any.
+                # stdout goes to /dev/null, so Python's own flush at exit does not complain again.
+                self.echo = False
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                if self._output is None:
+                    return False
+        self.lines_written += len(results)
+        return True

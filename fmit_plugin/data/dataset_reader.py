@@ -28,16 +28,28 @@ class DatasetReader(Registrable):
         self.max_instances = max_instances
 
     def read(self, file_path: str) -> list[TaggingInstance]:
+        """All instances of `file_path` in a list (training and evaluation need them all)."""
+        instances = list(self._limited(self._checked_path(file_path)))
+        logger.info("Read %d instances from %s", len(instances), file_path)
+        return instances
+
+    def stream(self, file_path: str) -> Iterator[TaggingInstance]:
+        """The instances of `file_path` one at a time, read lazily: `predict --use-dataset-reader`
+        goes through files of any size in constant memory. Same instances, same order as `read`."""
+        return self._limited(self._checked_path(file_path))
+
+    @staticmethod
+    def _checked_path(file_path: str) -> Path:
         path = Path(file_path)
         if not path.is_file():
             raise FileNotFoundError(f"Data file not found: {path}")
-        instances = []
-        for instance in self._read(path):
-            instances.append(instance)
-            if self.max_instances is not None and len(instances) >= self.max_instances:
-                break
-        logger.info("Read %d instances from %s", len(instances), path)
-        return instances
+        return path
+
+    def _limited(self, path: Path) -> Iterator[TaggingInstance]:
+        for count, instance in enumerate(self._read(path), start=1):
+            yield instance
+            if self.max_instances is not None and count >= self.max_instances:
+                return
 
     def _read(self, file_path: Path) -> Iterator[TaggingInstance]:
         raise NotImplementedError
