@@ -2,6 +2,7 @@
 import argparse
 import logging
 import os
+import re
 import sys
 from typing import Optional
 
@@ -55,10 +56,16 @@ def main(prog: Optional[str] = None, argv: Optional[list[str]] = None) -> None:
         if getattr(args, "file_friendly_logging", False):
             os.environ["FMIT_FILE_FRIENDLY_LOGGING"] = "1"
         args.func(args)
-    except (ConfigurationError, FileNotFoundError, ValueError) as error:
+    except (ConfigurationError, OSError, ValueError) as error:
         # Configuration and data problems are the user's to fix: one clear line, no traceback.
+        # OSError covers unreadable / unwritable paths (its message names the path).
         # FMIT_DEBUG=1 shows the traceback.
         if os.environ.get("FMIT_DEBUG") == "1":
             raise
-        print(f"error: {type(error).__name__}: {error}", file=sys.stderr)
+        print(f"error: {type(error).__name__}: {one_line(str(error))}", file=sys.stderr)
         sys.exit(2)
+
+
+def one_line(message: str) -> str:
+    """Messages from libraries (transformers, jsonnet) span lines; the CLI promises one."""
+    return re.sub(r"\s*\n\s*", " ", message.strip())

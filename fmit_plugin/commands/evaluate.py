@@ -61,6 +61,8 @@ def evaluate_archive(
     if batch_size is not None:
         target["batch_size"] = batch_size
     instances = archive.validation_dataset_reader.read(str(input_file))
+    # Before any computation: a gold label the model does not know is an error naming its line.
+    archive.model.vocab.check_labels(instances)
     loader = DataLoader.from_params(loader_params, instances=instances)
     loader.index_with(archive.model.vocab)
     predictions: Optional[list[dict[str, Any]]] = [] if predictions_output_file else None

@@ -1,8 +1,13 @@
 """
 `model.tar.gz`: `config.json`, `vocabulary/` and `weights.th`, everything `evaluate` and
-`predict` need. Pretrained text / image models are reloaded from the name or path in the
-config; their fine-tuned weights come from `weights.th`.
+`predict` need, plus `meta.json` (archive format, plugin version, the label set and a SHA-256 of
+the weights) so that a mismatched or damaged archive is refused before a model is handed out.
+Pretrained text / image models are reloaded from the name or path in the config; their fine-tuned
+weights come from `weights.th`.
 """
+import hashlib
+import io
+import json
 import logging
 import os
 import tarfile
@@ -26,6 +31,9 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "weights.th"
 VOCABULARY_DIR = "vocabulary"
 ARCHIVE_NAME = "model.tar.gz"
+META_NAME = "meta.json"
+# Bumped when the archive layout changes in a way older code cannot read.
+ARCHIVE_FORMAT = 1
 
 
 @dataclass
@@ -48,15 +56,75 @@ def archive_model(
         if not (serialization_dir / needed).exists():
             raise FileNotFoundError(f"Cannot archive {serialization_dir}: {needed} is missing")
 
+    meta = json.dumps({
+        "archive_format": ARCHIVE_FORMAT,
+        "fmit_plugin_version": _plugin_version(),
+        "labels": _label_lists(Vocabulary.from_files(serialization_dir / VOCABULARY_DIR)),
+        "weights_sha256": _sha256(serialization_dir / weights),
+    }, indent=2).encode("utf-8")
+
     def write(temp: str) -> None:
         with tarfile.open(temp, "w:gz") as tar:
             tar.add(serialization_dir / CONFIG_NAME, arcname=CONFIG_NAME)
             tar.add(serialization_dir / VOCABULARY_DIR, arcname=VOCABULARY_DIR)
             tar.add(serialization_dir / weights, arcname=WEIGHTS_NAME)
+            info = tarfile.TarInfo(META_NAME)
+            info.size = len(meta)
+            tar.addfile(info, io.BytesIO(meta))
 
+    # Written beside the target and renamed into place: a crash leaves the old archive (or none).
     atomic_write(archive, write)
     logger.info("Archived the model to %s", archive)
     return archive
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _label_lists(vocab: Vocabulary) -> dict[str, list[str]]:
+    return {
+        namespace: list(vocab.get_index_to_token_vocabulary(namespace).values()) for namespace in vocab.namespaces()
+    }
+
+
+def _plugin_version() -> str:
+    from fmit_plugin import __version__
+
+    return __version__
+
+
+def _check_meta(archive_file: Path, directory: Path, weights: Path, vocab: Vocabulary) -> None:
+    """Refuse an archive from a newer format, one whose vocabulary is not the label set its weights
+    were trained with, or one whose weights changed since archiving. Archives without `meta.json`
+    (older ones, serialization directories) are checked by the weights' shapes only."""
+    meta_path = directory / META_NAME
+    if not meta_path.is_file():
+        return
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        archive_format = int(meta["archive_format"])
+    except (ValueError, KeyError, TypeError) as error:
+        raise ConfigurationError(f"{archive_file}: {META_NAME} is unreadable ({error}): corrupt archive?") from error
+    if archive_format > ARCHIVE_FORMAT:
+        raise ConfigurationError(
+            f"{archive_file} was written by fmit-plugin {meta.get('fmit_plugin_version', '?')} in archive format "
+            f"{archive_format}; this version ({_plugin_version()}) reads format {ARCHIVE_FORMAT} or older: upgrade"
+        )
+    labels = meta.get("labels")
+    found = _label_lists(vocab)
+    if labels and labels != found:
+        raise ConfigurationError(
+            f"{archive_file}: vocabulary/ holds {found}, but the weights were trained with {labels} "
+            "(a different label set: was the vocabulary replaced?)"
+        )
+    expected = meta.get("weights_sha256")
+    if expected and _sha256(weights) != expected:
+        raise ConfigurationError(f"{archive_file}: {WEIGHTS_NAME} does not match its checksum: the archive is corrupt")
 
 
 def _safe_extract(tar: tarfile.TarFile, directory: str) -> None:
@@ -101,9 +169,25 @@ def load_archive(
                 raise ConfigurationError(f"{archive_file} has no {needed.name}: not a model archive")
         config = load_config(directory / CONFIG_NAME, overrides)
         vocab = Vocabulary.from_files(directory / VOCABULARY_DIR)
-        state = torch.load(weights, map_location="cpu")
-    model = Model.from_params(config.get("model").duplicate(), vocab=vocab)
+        _check_meta(archive_file, directory, weights, vocab)
+        try:
+            state = torch.load(weights, map_location="cpu")
+        except Exception as error:  # noqa: BLE001 - pickle, zip and torch errors alike mean a bad file
+            raise ConfigurationError(
+                f"{archive_file}: {weights.name} cannot be read (corrupt, truncated or not PyTorch weights): "
+                f"{type(error).__name__}: {str(error)[:300]}"
+            ) from error
+    if not isinstance(state, dict):
+        raise ConfigurationError(f"{archive_file}: {weights.name} holds a {type(state).__name__}, not a state dict")
     try:
+        model = Model.from_params(config.get("model").duplicate(), vocab=vocab)
+    except ConfigurationError as error:
+        raise ConfigurationError(
+            f"{archive_file}: its config does not build a model with this fmit-plugin ({_plugin_version()}; "
+            f"archive from another version?): {error}"
+        ) from error
+    try:
+        # strict: every weight must be there and fit; the half-filled model is dropped on failure.
         model.load_state_dict(state)
     except RuntimeError as error:
         raise ConfigurationError(

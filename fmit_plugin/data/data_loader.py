@@ -196,9 +196,12 @@ def collate(
         if vocab is None:
             raise RuntimeError("DataLoader.index_with(vocab) must be called before iterating")
         tags = torch.zeros(len(instances), max_words, dtype=torch.long)
+        known = vocab.get_token_to_index_vocabulary(label_namespace)
         for i, instance in enumerate(instances):
             assert instance.tags is not None
-            ids = [vocab.get_token_index(tag, label_namespace) for tag in instance.tags]
+            if any(tag not in known for tag in instance.tags):
+                vocab.check_labels([instance], label_namespace)  # raises, naming file, line and label
+            ids = [known[tag] for tag in instance.tags]
             tags[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
         batch["tags"] = tags
     if any(instance.visual is not None for instance in instances):

@@ -4,7 +4,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Union
 
 from fmit_plugin.data.dataset_reader import DatasetReader
 from fmit_plugin.data.instance import TaggingInstance
@@ -14,22 +14,106 @@ logger = logging.getLogger(__name__)
 
 _LABEL = re.compile(r"^(O|[BI]-\S+)$")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp")
+# What `errors="surrogateescape"` turns undecodable bytes into.
+_UNDECODABLE = re.compile("[\udc80-\udcff]")
+# Instances per visual-object extraction when streaming.
+_STREAM_CHUNK = 64
+# Longest excerpt of a bad line quoted in an error message.
+_SHOWN_CHARACTERS = 80
+
+
+@dataclass
+class _Block:
+    """The lines between two blank lines (or IMGID lines) being read: one tweet, if well formed."""
+
+    image_id: Optional[str] = None
+    start_line: int = 0
+    started: bool = False
+    broken: bool = False
+    lines: int = 0  # non-blank lines in the block
+    words: list[str] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)
+
+    def open(self, image_id: Optional[str], line_number: int) -> None:
+        self.image_id, self.start_line, self.started = image_id, line_number, True
+
+
+def _image_id_problem(image_id: str) -> Optional[str]:
+    """Why `image_id` cannot name a file inside an image folder, or `None`."""
+    if not image_id:
+        return "IMGID line without an id"
+    if "\t" in image_id:
+        return "IMGID line with a tab (a token starting with 'IMGID:'? the format cannot hold one)"
+    if "/" in image_id or "\\" in image_id or "\x00" in image_id or image_id in {".", ".."}:
+        return f"IMGID {image_id!r} is not a plain file name"
+    return None
+
+
+def _is_file(path: str) -> bool:
+    """`Path.is_file`, `False` rather than an error for names the file system refuses (too long...)."""
+    try:
+        return Path(path).is_file()
+    except (OSError, ValueError):
+        return False
+
+
+def _not_utf8(undecodable: "re.Match[str]") -> str:
+    byte = ord(undecodable.group()) - 0xDC00
+    return f"not UTF-8 (byte 0x{byte:02x} at column {undecodable.start() + 1}); re-encode the file as UTF-8"
+
+
+def _shown_bytes(line: str) -> str:
+    """A line holding undecodable bytes, shown as the bytes it was."""
+    raw = line.encode("utf-8", "surrogateescape")
+    return repr(raw[:_SHOWN_CHARACTERS]) + ("..." if len(raw) > _SHOWN_CHARACTERS else "")
+
+
+def _shown(line: str) -> str:
+    """A bad line as quoted in a message: repr (so tabs and odd characters show), cut if long."""
+    if len(line) > _SHOWN_CHARACTERS:
+        return repr(line[:_SHOWN_CHARACTERS]) + f"... ({len(line)} characters)"
+    return repr(line)
 
 
 class MalformedDataError(ValueError):
     """A data file line that breaks the format; the message names file and line."""
 
 
+# Problem messages kept per read (all problems are counted; only this many are kept as examples).
+MAX_PROBLEM_EXAMPLES = 100
+
+
 @dataclass
 class ReadStatistics:
-    """What one `read` saw, so nothing is dropped without a count."""
+    """
+    What one `read` saw, so nothing is dropped without a count.
+
+    tweets : tweets returned.
+    malformed_lines : lines that break the format (skipped under `skip_malformed`).
+    skipped_tweets : tweets not returned because a line of theirs was malformed (their good lines
+        included), among them blocks of token lines with no IMGID line.
+    empty_tweets : IMGID lines with no token lines, skipped under `skip_malformed`.
+    skipped_lines : non-blank lines that are in no returned tweet (those of skipped and empty
+        tweets). Without `max_instances`, every non-blank line of a file is either in a returned
+        tweet (its IMGID line or a token line) or counted here.
+    duplicate_image_ids : tweets kept although their IMGID appeared earlier in the file
+        (`allow_duplicate_image_ids`); without that option a repeat is a malformed line.
+    missing_images : tweets with no image file in `image_dir`.
+    problems : the first `MAX_PROBLEM_EXAMPLES` messages, each naming file and line.
+    """
 
     tweets: int = 0
     missing_images: int = 0
     malformed_lines: int = 0
     skipped_tweets: int = 0
     empty_tweets: int = 0
+    skipped_lines: int = 0
+    duplicate_image_ids: int = 0
     problems: list[str] = field(default_factory=list)
+
+    def add_problem(self, message: str) -> None:
+        if len(self.problems) < MAX_PROBLEM_EXAMPLES:
+            self.problems.append(message)
 
 
 @DatasetReader.register("twitter_mner")
@@ -45,7 +129,14 @@ class TwitterMnerReader(DatasetReader):
 
     Each block becomes a `TaggingInstance` with its words, BIO tags, image id and image path.
     The tag set is whatever the file holds (`OTHER` renamed `MISC` by default so Twitter-2015
-    and Twitter-2017 share labels). Windows line ends and a UTF-8 byte order mark are accepted.
+    and Twitter-2017 share labels). Windows line ends, a UTF-8 byte order mark and spaces around
+    a label are accepted.
+
+    Anything else that breaks the format is a `MalformedDataError` naming file and line: a line
+    that is not UTF-8, a wrong number of tab-separated columns (a tab inside a token gives three),
+    an empty token, a label that is not `O`, `B-TYPE` or `I-TYPE`, token lines without an IMGID
+    line (before the first IMGID, or after a blank line), an IMGID line with no id or with a path
+    in it, an IMGID repeated in the file, and an IMGID with no token lines (an empty tweet).
 
     Registered as a `DatasetReader` with name "twitter_mner".
 
@@ -58,15 +149,18 @@ class TwitterMnerReader(DatasetReader):
     map_other_to_misc : `bool`, optional (default = `True`)
         Rename the `OTHER` type (Twitter-2015) to `MISC` (Twitter-2017).
     skip_malformed : `bool`, optional (default = `False`)
-        A malformed line (wrong column count, a label outside BIO, tokens before the first
-        IMGID) is an error naming file and line. With this on, the tweet holding it is skipped
-        instead, and the skips are counted and reported.
+        Instead of raising on a malformed line, skip the tweet holding it (and empty tweets), and
+        count and report the skips (`last_statistics`, one warning per file).
     max_instances : `int`, optional (default = `None`)
         Stop after this many tweets per file.
     visual_objects : `VisualObjectExtractor`, optional (default = `None`)
         Gives every tweet its visual objects (whole image, grounded phrases, general words), read
         from its feature store or computed and stored on a miss. Without it the model sees no
         objects and uses its empty-image object.
+    allow_duplicate_image_ids : `bool`, optional (default = `False`)
+        Keep tweets whose IMGID already appeared in the file (two tweets sharing one image); they
+        are counted and reported. Without it a repeated IMGID is a malformed line, since it
+        usually means a block pasted twice.
     """
 
     def __init__(
@@ -76,6 +170,7 @@ class TwitterMnerReader(DatasetReader):
         skip_malformed: bool = False,
         max_instances: Optional[int] = None,
         visual_objects: Optional[VisualObjectExtractor] = None,
+        allow_duplicate_image_ids: bool = False,
     ) -> None:
         super().__init__(max_instances=max_instances)
         self.visual_objects = visual_objects
@@ -85,6 +180,7 @@ class TwitterMnerReader(DatasetReader):
             raise FileNotFoundError(f"image_dir is not a folder: {self.image_dir}")
         self.map_other_to_misc = map_other_to_misc
         self.skip_malformed = skip_malformed
+        self.allow_duplicate_image_ids = allow_duplicate_image_ids
         self.last_statistics = ReadStatistics()
 
     def read(self, file_path: str) -> list[TaggingInstance]:
@@ -96,74 +192,127 @@ class TwitterMnerReader(DatasetReader):
             logger.info("%s: %s", file_path, self.last_visual_summary.line())
         return instances
 
+    def stream(self, file_path: str) -> Iterator[TaggingInstance]:
+        """As `read`, lazily: visual objects are extracted in small chunks, and the statistics
+        are reported once the file is exhausted."""
+        instances = super().stream(file_path)
+        return self._streamed(file_path, instances)
+
+    def _streamed(self, file_path: str, instances: Iterator[TaggingInstance]) -> Iterator[TaggingInstance]:
+        self.last_statistics = ReadStatistics()
+        chunk: list[TaggingInstance] = []
+        for instance in instances:
+            chunk.append(instance)
+            if len(chunk) >= _STREAM_CHUNK:
+                yield from self._with_visual_objects(chunk)
+                chunk = []
+        yield from self._with_visual_objects(chunk)
+        self._report(file_path, self.last_statistics)
+
+    def _with_visual_objects(self, chunk: list[TaggingInstance]) -> list[TaggingInstance]:
+        if self.visual_objects is not None and chunk:
+            self.visual_objects.extract(chunk, show_progress=False)
+        return chunk
+
     def _read(self, file_path: Path) -> Iterator[TaggingInstance]:
         stats = self.last_statistics
-        image_id: Optional[str] = None
-        words: list[str] = []
-        tags: list[str] = []
-        start_line = 0
-        broken = False
+        first_seen: dict[str, int] = {}
+        block = _Block()
+
+        def malformed(line_number: int, problem: str, shown: str) -> None:
+            message = f"{file_path}:{line_number}: {problem}: {shown}"
+            if not self.skip_malformed:
+                raise MalformedDataError(message)
+            stats.malformed_lines += 1
+            stats.add_problem(message)
+            block.broken = True
 
         def finish() -> Optional[TaggingInstance]:
-            nonlocal broken
-            was_broken, broken = broken, False
-            if image_id is None:
+            nonlocal block
+            done, block = block, _Block()
+            if not done.started:
                 return None
-            if was_broken:
+            if done.broken:
                 stats.skipped_tweets += 1
+                stats.skipped_lines += done.lines
                 return None
-            if not words:
+            if not done.words:
+                message = f"{file_path}:{done.start_line}: IMGID:{done.image_id} has no token lines (empty tweet)"
+                if not self.skip_malformed:
+                    raise MalformedDataError(message)
                 stats.empty_tweets += 1
-                stats.problems.append(f"{file_path}:{start_line}: IMGID:{image_id} has no tokens")
+                stats.skipped_lines += done.lines
+                stats.add_problem(message)
                 return None
             stats.tweets += 1
-            return self._instance(list(words), list(tags), image_id, source=f"{file_path}:{start_line}")
+            assert done.image_id is not None
+            return self._instance(done.words, done.tags, done.image_id, f"{file_path}:{done.start_line}")
 
-        with open(file_path, encoding="utf-8-sig", newline=None) as handle:
-            line_number = 0
+        # surrogateescape: bytes that are not UTF-8 become lone surrogates, found per line below,
+        # so such a file fails with its line number rather than a decoder traceback.
+        with open(file_path, encoding="utf-8-sig", errors="surrogateescape", newline=None) as handle:
             for line_number, raw_line in enumerate(handle, start=1):
                 line = raw_line.rstrip("\n").rstrip("\r")
+                undecodable = _UNDECODABLE.search(line)
+                shown = _shown(line) if undecodable is None else _shown_bytes(line)
                 if line.startswith("IMGID:"):
                     instance = finish()
                     if instance is not None:
                         yield instance
                     image_id = line[len("IMGID:") :].strip()
-                    words, tags, start_line = [], [], line_number
+                    block.open(image_id, line_number)
+                    block.lines += 1
+                    problem = _not_utf8(undecodable) if undecodable else _image_id_problem(image_id)
+                    if problem is None and image_id in first_seen:
+                        if self.allow_duplicate_image_ids:
+                            stats.duplicate_image_ids += 1
+                            stats.add_problem(f"{file_path}:{line_number}: IMGID:{image_id} repeats line "
+                                              f"{first_seen[image_id]} (kept)")
+                        else:
+                            problem = (f"IMGID {image_id!r} already appeared on line {first_seen[image_id]} "
+                                       "(allow_duplicate_image_ids keeps both)")
+                    first_seen.setdefault(image_id, line_number)
+                    if problem is not None:
+                        malformed(line_number, problem, shown)
                     continue
                 if not line.strip():
                     instance = finish()
                     if instance is not None:
                         yield instance
-                    image_id, words, tags = None, [], []
                     continue
-                problem = self._check_line(line, image_id)
-                if problem is not None:
-                    message = f"{file_path}:{line_number}: {problem}: {line!r}"
-                    if not self.skip_malformed:
-                        raise MalformedDataError(message)
-                    stats.malformed_lines += 1
-                    stats.problems.append(message)
-                    broken = True
+                if not block.started:
+                    block.open(None, line_number)
+                block.lines += 1
+                if undecodable is not None:
+                    malformed(line_number, _not_utf8(undecodable), shown)
                     continue
-                token, label = line.split("\t")
-                words.append(token)
-                tags.append(self._map_label(label))
+                if block.image_id is None:
+                    malformed(line_number, "token line without an IMGID line before it (missing IMGID, "
+                                           "or a blank line inside a tweet?)", shown)
+                    continue
+                parsed = self._parse_token_line(line)
+                if isinstance(parsed, str):
+                    malformed(line_number, parsed, shown)
+                    continue
+                block.words.append(parsed[0])
+                block.tags.append(self._map_label(parsed[1]))
             instance = finish()
             if instance is not None:
                 yield instance
 
     @staticmethod
-    def _check_line(line: str, image_id: Optional[str]) -> Optional[str]:
-        if image_id is None:
-            return "token line before any IMGID line"
+    def _parse_token_line(line: str) -> Union[tuple[str, str], str]:
+        """(token, label), or what is wrong with the line."""
         columns = line.split("\t")
         if len(columns) != 2:
-            return f"expected 2 tab-separated columns (token, label), found {len(columns)}"
-        if not columns[0]:
+            hint = "no tab between token and label" if len(columns) == 1 else "a tab inside the token?"
+            return f"expected 2 tab-separated columns (token, label), found {len(columns)} ({hint})"
+        token, label = columns[0], columns[1].strip()
+        if not token:
             return "empty token"
-        if not _LABEL.match(columns[1]):
-            return f"label {columns[1]!r} is not O, B-TYPE or I-TYPE"
-        return None
+        if not _LABEL.match(label):
+            return f"label {label!r} is not O, B-TYPE or I-TYPE"
+        return token, label
 
     def _map_label(self, label: str) -> str:
         if self.map_other_to_misc and label.endswith("-OTHER"):
@@ -171,13 +320,15 @@ class TwitterMnerReader(DatasetReader):
         return label
 
     def find_image(self, image_id: str) -> Optional[str]:
-        """`image_dir/<image_id>` as given, else with a known image extension; `None` if absent."""
-        if self.image_dir is None or not image_id:
+        """`image_dir/<image_id>` as given, else with a known image extension; `None` if absent, if
+        the id is not a plain file name (it must not reach outside `image_dir`), or if the match is
+        not a regular file (a folder named like an image, a dangling link, a symlink loop)."""
+        if self.image_dir is None or _image_id_problem(image_id) is not None:
             return None
         candidates = [self.image_dir / image_id] if Path(image_id).suffix else []
         candidates += [self.image_dir / f"{image_id}{ext}" for ext in IMAGE_EXTENSIONS]
         for candidate in candidates:
-            if candidate.is_file():
+            if _is_file(str(candidate)):
                 return str(candidate)
         return None
 
@@ -186,7 +337,7 @@ class TwitterMnerReader(DatasetReader):
     ) -> TaggingInstance:
         """`image` is an image id (looked up in `image_dir`) or a path to an image file. With
         `visual_objects` configured, the instance gets its objects (from the store when cached)."""
-        instance = self._instance(words, tags, image)
+        instance = self._instance(words, tags, image, allow_path=True)
         if self.visual_objects is not None and words:
             self.visual_objects.extract([instance], show_progress=False)
         return instance
@@ -197,12 +348,19 @@ class TwitterMnerReader(DatasetReader):
         tags: Optional[list[str]] = None,
         image: Optional[str] = None,
         source: Optional[str] = None,
+        allow_path: bool = False,
     ) -> TaggingInstance:
+        """`allow_path`: `image` may be a path to an image file (the predictor's input); an IMGID
+        read from a data file is only ever looked up in `image_dir`."""
         image_path: Optional[str] = None
         image_id: Optional[str] = None
         if image:
-            image_id = Path(image).stem if Path(image).suffix else image
-            image_path = image if Path(image).is_file() else self.find_image(image)
+            name = Path(image).name
+            image_id = Path(name).stem if Path(name).suffix.lower() in IMAGE_EXTENSIONS else name
+            if allow_path and _is_file(image):
+                image_path = image
+            else:
+                image_path = self.find_image(image)
             if image_path is None and self.image_dir is not None:
                 self.last_statistics.missing_images += 1
         metadata = {"source": source} if source else {}
@@ -218,7 +376,11 @@ class TwitterMnerReader(DatasetReader):
             )
         if stats.malformed_lines or stats.empty_tweets:
             logger.warning(
-                "%s: skipped %d tweets over %d malformed lines and %d empty tweets; first: %s",
-                file_path, stats.skipped_tweets, stats.malformed_lines, stats.empty_tweets,
+                "%s: skipped %d tweets over %d malformed lines and %d empty tweets (%d lines in all); first: %s",
+                file_path, stats.skipped_tweets, stats.malformed_lines, stats.empty_tweets, stats.skipped_lines,
                 stats.problems[0],
             )
+        if stats.duplicate_image_ids:
+            logger.warning("%s: kept %d tweets whose IMGID appeared before in the file; first: %s",
+                           file_path, stats.duplicate_image_ids,
+                           next((p for p in stats.problems if p.endswith("(kept)")), ""))

@@ -15,6 +15,14 @@ from tango.common.exceptions import ConfigurationError
 from fmit_plugin.data.instance import TaggingInstance
 
 
+class UnknownLabelError(ValueError, KeyError):
+    """A label outside a vocabulary namespace. A `ValueError` (a data problem: the CLI prints it as one
+    line) and, for callers that look labels up like a dict, a `KeyError`."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
 class Vocabulary(FromParams):
     """
     Index <-> label maps per namespace ("labels" for BIO tags, "boundary_labels" if a model adds
@@ -55,10 +63,31 @@ class Vocabulary(FromParams):
         try:
             return self._token_to_index[namespace][token]
         except KeyError:
-            raise KeyError(
+            raise UnknownLabelError(
                 f"Label '{token}' is not in the vocabulary namespace '{namespace}' "
                 f"(known: {', '.join(self._namespace(namespace))})"
             ) from None
+
+    def check_labels(self, instances: Iterable[TaggingInstance], namespace: str = "labels") -> None:
+        """
+        Raise `UnknownLabelError` for the first gold tag outside `namespace`, naming where it comes
+        from (the instance's "file:line"), the word and the label. Evaluation calls this before
+        computing anything: data with a type the model never saw (`B-EVENT`, or `OTHER` where the
+        model learnt `MISC`) cannot be scored, and mapping it to `O` would change the score silently.
+        """
+        known = self._token_to_index.get(namespace)
+        if known is None:
+            self._namespace(namespace)  # raises, naming the namespaces there are
+            return
+        for instance in instances:
+            for position, tag in enumerate(instance.tags or []):
+                if tag not in known:
+                    source = instance.metadata.get("source", "input")
+                    raise UnknownLabelError(
+                        f"{source}: word {position + 1} ({instance.words[position]!r}) has label '{tag}', which "
+                        f"the model does not know (its labels: {', '.join(self._index_to_token[namespace])}); "
+                        "the data uses another label set than the one the model was trained on"
+                    )
 
     def get_token_from_index(self, index: int, namespace: str = "labels") -> str:
         return self._namespace(namespace)[index]

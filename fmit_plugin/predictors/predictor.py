@@ -1,4 +1,5 @@
 """The `Predictor` registry and the JSON-lines tagger predictor."""
+import re
 from typing import Any, Optional
 
 import torch
@@ -10,6 +11,16 @@ from fmit_plugin.data.instance import TaggingInstance
 from fmit_plugin.data.tweet_tokenizer import tokenize_tweet
 from fmit_plugin.models.model import Model
 from fmit_plugin.training.util import move_to_device
+
+
+# JSON's "\\ud800" escape decodes to a lone surrogate: a str no tokenizer (and no UTF-8 file) accepts.
+# A surrogate code point left in a Python str is always lone (json.loads joins valid pairs).
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def model_safe_word(word: str) -> str:
+    """`word` with lone surrogates replaced by U+FFFD, the replacement character, for the model."""
+    return _SURROGATE.sub("\ufffd", word)
 
 
 class Predictor(Registrable):
@@ -58,7 +69,11 @@ class SentenceTaggerPredictor(Predictor):
         image = json_dict.get("image")
         if image is not None and not isinstance(image, str):
             raise ValueError('"image" must be a string (a path or an image id)')
-        instance = self.dataset_reader.text_to_instance(tokens, image=image)
+        # The model sees lone surrogates as U+FFFD; the answer echoes the tokens as given.
+        words = [model_safe_word(token) for token in tokens]
+        instance = self.dataset_reader.text_to_instance(words, image=image)
+        if words != tokens:
+            instance.metadata["tokens"] = list(tokens)
         if "id" in json_dict:
             instance.metadata["id"] = json_dict["id"]
         return instance
@@ -79,7 +94,7 @@ class SentenceTaggerPredictor(Predictor):
             answer: dict[str, Any] = {}
             if "id" in instance.metadata:
                 answer["id"] = instance.metadata["id"]
-            answer["tokens"] = instance.words
+            answer["tokens"] = instance.metadata.get("tokens", instance.words)
             answer.update(result or {"tags": [], "entities": []})
             if instance.image_path or instance.image_id:
                 answer["image"] = instance.image_path or instance.image_id

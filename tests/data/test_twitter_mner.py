@@ -9,7 +9,7 @@ from fmit_plugin.data.dataset_reader import DatasetReader
 from fmit_plugin.data.twitter_mner import MalformedDataError, TwitterMnerReader
 
 # the same folder as conftest.TWITTER_FIXTURES (not imported: tests/ is no package)
-TWITTER_FIXTURES = Path(__file__).parents[2] / "fmit_plugin" / "demo" / "data"
+TWITTER_FIXTURES = Path(__file__).parents[1] / "fixtures" / "twitter_mner"
 
 LOGGER = "fmit_plugin.data.twitter_mner"
 TRAIN = TWITTER_FIXTURES / "train.txt"
@@ -114,7 +114,7 @@ def test_malformed_line_names_file_and_line(tmp_path, bad_line, expected):
 
 def test_token_before_first_imgid_is_malformed(tmp_path):
     path = _write(tmp_path, "stray\tO\n" + GOOD)
-    with pytest.raises(MalformedDataError, match=rf"{path}:1: token line before any IMGID"):
+    with pytest.raises(MalformedDataError, match=rf"{path}:1: token line without an IMGID line"):
         TwitterMnerReader().read(str(path))
 
 
@@ -169,7 +169,8 @@ def test_skip_malformed_stray_lines_before_imgid_do_not_drop_next_tweet(tmp_path
     instances = reader.read(str(_write(tmp_path, "stray\tO\nmore\tO\n" + GOOD)))
     assert [i.image_id for i in instances] == ["1", "2", "3"]
     assert reader.last_statistics.malformed_lines == 2
-    assert reader.last_statistics.skipped_tweets == 0
+    # the stray block is one tweet whose IMGID line is missing: dropped, and counted as such
+    assert reader.last_statistics.skipped_tweets == 1
 
 
 def test_no_warning_for_clean_file(caplog):
@@ -201,15 +202,19 @@ def test_crlf_and_bom_read_like_lf(tmp_path):
         assert all("\r" not in w and "\ufeff" not in w for w in words + tags + [image_id])
 
 
-def test_empty_tweet_is_counted(tmp_path, caplog):
+def test_empty_tweet_is_an_error_or_a_counted_skip(tmp_path, caplog):
     text = "IMGID:1\na\tO\n\nIMGID:2\n\nIMGID:3\nIMGID:4\nb\tB-PER\n"
-    reader = TwitterMnerReader()
+    path = _write(tmp_path, text)
+    with pytest.raises(MalformedDataError, match=rf"{path}:4: IMGID:2 has no token lines"):
+        TwitterMnerReader().read(str(path))
+    reader = TwitterMnerReader(skip_malformed=True)
     with caplog.at_level(logging.WARNING, logger=LOGGER):
-        instances = reader.read(str(_write(tmp_path, text)))
+        instances = reader.read(str(path))
     assert [i.image_id for i in instances] == ["1", "4"]
     assert reader.last_statistics.empty_tweets == 2
     assert reader.last_statistics.tweets == 2
-    assert any("IMGID:2 has no tokens" in p for p in reader.last_statistics.problems)
+    assert any("IMGID:2 has no token lines" in p for p in reader.last_statistics.problems)
+    assert any("IMGID:3 has no token lines" in p for p in reader.last_statistics.problems)
     assert any("2 empty tweets" in r.getMessage() for r in caplog.records)
 
 
