@@ -9,7 +9,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 FIXTURES = Path(__file__).parent / "fixtures"
-TWITTER_FIXTURES = Path(__file__).parents[1] / "fmit_plugin" / "demo" / "data"
+TWITTER_FIXTURES = Path(__file__).parent / "fixtures" / "twitter_mner"
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 

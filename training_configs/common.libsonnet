@@ -2,6 +2,15 @@
 //   DATA_DIR     folder with train.txt / valid.txt / test.txt   (default ../shared/data/twitter2015)
 //   TRAIN_DATA_PATH, VALIDATION_DATA_PATH, TEST_DATA_PATH      (override single files)
 //   IMAGE_DIR    folder of <IMGID>.jpg images                   (default: none, every tweet gets the empty image)
+//   With IMAGE_DIR set, the reader extracts visual objects (paper section 3.1), cached in FEATURE_STORE:
+//   GROUNDINGS   JSON-lines sidecar for the "precomputed" grounder (default: none, then GROUNDER_MODEL
+//                grounds spaCy noun phrases and the general words zero-shot)
+//   GROUNDER_MODEL  zero-shot detector                          (default google/owlv2-base-patch16-ensemble)
+//   SPACY_PIPELINE  noun phrase pipeline                        (default en_core_web_sm)
+//   BACKBONE     "transformers" (BACKBONE_MODEL, default microsoft/resnet-152, 2048-d) or
+//                "efficientnet_lite" (offline, 1280-d)           (default transformers)
+//   FEATURE_STORE  SQLite file of the feature cache             (default runs/visual_features.sqlite)
+//   VISUAL_DIM   feature size                                   (default: the backbone's, 2048 or 1280)
 //   TEXT_MODEL   transformers model name or path                (default bert-base-cased)
 //   NUM_EPOCHS, PATIENCE, BATCH_SIZE, SEED, CUDA_DEVICE, MAX_INSTANCES
 {
@@ -18,10 +27,37 @@
   text_model:: env("TEXT_MODEL", "bert-base-cased"),
   batch_size:: env_number("BATCH_SIZE", 16),
 
+  backbone:: env("BACKBONE", "transformers"),
+  groundings:: env("GROUNDINGS", ""),
+
+  image_backbone:: if $.backbone == "efficientnet_lite" then { type: "efficientnet_lite" }
+                   else if $.backbone == "transformers" then
+                     { type: "transformers", model_name: env("BACKBONE_MODEL", "microsoft/resnet-152") }
+                   else { type: $.backbone },
+  visual_dim:: env_number("VISUAL_DIM", if $.backbone == "efficientnet_lite" then 1280 else 2048),
+
+  // The paper's objects: grounded noun phrases and general words (here from the sidecar when one is
+  // given), plus the whole image, which the extractor always adds.
+  grounder:: if $.groundings != "" then { type: "precomputed", path: $.groundings }
+             else { type: "zero_shot_detector", model_name: env("GROUNDER_MODEL", "google/owlv2-base-patch16-ensemble") },
+
+  visual_objects(grounder=$.grounder, max_objects=16):: {
+    backbone: $.image_backbone,
+    grounder: grounder,
+    [if grounder.type == "zero_shot_detector" then "noun_phrases"]:
+      { type: "spacy", pipeline: env("SPACY_PIPELINE", "en_core_web_sm") },
+    store_path: env("FEATURE_STORE", "runs/visual_features.sqlite"),
+    max_objects: max_objects,
+  },
+
+  // Set by configs whose objects are not the grounded ones (w/o Obj: a 7 x 7 grid).
+  reader_visual_objects:: $.visual_objects(),
+
   dataset_reader:: {
     type: "twitter_mner",
     map_other_to_misc: true,
     [if $.image_dir != "" then "image_dir"]: $.image_dir,
+    [if $.image_dir != "" then "visual_objects"]: $.reader_visual_objects,
     [if env("MAX_INSTANCES", "") != "" then "max_instances"]: env_number("MAX_INSTANCES", null),
   },
 
@@ -75,7 +111,7 @@
       type: "fmit",
       text_field_embedder: $.text_embedder(),
       encoder: encoder,
-      visual_dim: env_number("VISUAL_DIM", 2048),
+      visual_dim: $.visual_dim,
       boundary_weight: boundary_weight,
       dropout: 0.2,
     },

@@ -11,6 +11,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from fmit_plugin.common.archival import load_archive
 from fmit_plugin.data.dataset_reader import DatasetReader
 from fmit_plugin.data.instance import TaggingInstance
 from fmit_plugin.predictors.predictor import Predictor
+from fmit_plugin.visualization.prediction_picture import save_prediction_picture
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +50,8 @@ class Predict(Subcommand):
         subparser.add_argument("--skip-errors", action="store_true",
                                help="exit 0 even if some lines could not be tagged")
         subparser.add_argument("-o", "--overrides", default="", help="JSON overrides of the archived config")
+        subparser.add_argument("--render-dir", help="also draw a PNG of each prediction that has an image here: "
+                               "the image with its objects' boxes beside the tagged tweet")
         subparser.set_defaults(func=predict_from_args)
         return subparser
 
@@ -55,7 +59,7 @@ class Predict(Subcommand):
 def predict_from_args(args: argparse.Namespace) -> None:
     errors = predict_file(
         args.archive_file, args.input_file, args.output_file, args.predictor, args.batch_size,
-        args.cuda_device, args.silent, args.use_dataset_reader, args.overrides,
+        args.cuda_device, args.silent, args.use_dataset_reader, args.overrides, args.render_dir,
     )
     if errors and not args.skip_errors:
         print(f"{errors} input lines could not be tagged (see their \"error\" fields)", file=sys.stderr)
@@ -104,9 +108,11 @@ def predict_file(
     silent: bool = False,
     use_dataset_reader: bool = False,
     overrides: str = "",
+    render_dir: Optional[str] = None,
 ) -> int:
     """Tag `input_file`; returns how many lines failed. Each failed line still gets an output line
-    holding an `"error"` field, so outputs and inputs always line up."""
+    holding an `"error"` field, so outputs and inputs always line up. With `render_dir`, every
+    prediction with an image is also drawn there (`NNNNNN[-id].png`, N its output line)."""
     if batch_size < 1:
         raise ConfigurationError(f"--batch-size must be at least 1, got {batch_size}")
     if input_file != "-" and not Path(input_file).is_file():
@@ -120,6 +126,8 @@ def predict_file(
         for batch in _batches(items, batch_size):
             results = _predict_batch(predictor, batch)
             errors += sum(1 for result in results if "error" in result)
+            if render_dir is not None:
+                _render(results, writer.lines_written + 1, Path(render_dir))
             if not writer.write(results):
                 logger.warning("stdout was closed and there is no --output-file: stopping")
                 break
@@ -238,6 +246,19 @@ def _describe(error: BaseException) -> str:
 
 
 # ------------------------------------------------------------------ output
+
+
+def _render(results: list[dict[str, Any]], first_line: int, folder: Path) -> None:
+    """Pictures of the batch's predictions that have an image; the file name starts with the output
+    line number (so names are unique and sort in input order), then the input's `id` if any."""
+    for line, result in enumerate(results, start=first_line):
+        if "error" in result or not result.get("image"):
+            continue
+        name = f"{line:06d}"
+        if "id" in result:
+            name += "-" + re.sub(r"[^A-Za-z0-9._-]+", "_", str(result["id"]))[:80]
+        save_prediction_picture(result, folder / f"{name}.png")
+
 
 
 def to_json_line(result: dict[str, Any], encoding: str = "utf-8") -> str:
