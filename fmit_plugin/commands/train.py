@@ -2,6 +2,7 @@
 import argparse
 import json
 import logging
+import os
 import shutil
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -19,7 +20,7 @@ from fmit_plugin.data.vocabulary import Vocabulary
 from fmit_plugin.models.model import Model
 from fmit_plugin.training import distributed
 from fmit_plugin.training.trainer import Trainer
-from fmit_plugin.training.util import dump_metrics, evaluate, set_seed
+from fmit_plugin.training.util import dump_metrics, evaluate, set_seed, training_logs
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +51,8 @@ class Train(Subcommand):
 
 def train_from_args(args: argparse.Namespace) -> None:
     train_model_from_file(args.param_path, args.serialization_dir, args.overrides,
-                          recover=args.recover, force=args.force, dry_run=args.dry_run)
+                          recover=args.recover, force=args.force, dry_run=args.dry_run,
+                          file_friendly_logging=args.file_friendly_logging)
 
 
 def train_model_from_file(
@@ -60,9 +62,21 @@ def train_model_from_file(
     recover: bool = False,
     force: bool = False,
     dry_run: bool = False,
+    file_friendly_logging: bool = False,
 ) -> Optional[Model]:
     return train_model(load_config(parameter_filename, overrides), serialization_dir,
-                       recover=recover, force=force, dry_run=dry_run)
+                       recover=recover, force=force, dry_run=dry_run,
+                       file_friendly_logging=file_friendly_logging)
+
+
+def _refuse_distributed_block(params: Params) -> None:
+    """AllenNLP spawns workers itself from a `"distributed"` block; here PyTorch's launcher does."""
+    if "distributed" in params:
+        raise ConfigurationError(
+            'The "distributed" config block is not supported: launch the workers with PyTorch\'s '
+            "torchrun instead, e.g. `torchrun --nproc_per_node 2 -m fmit_plugin train CONFIG -s DIR` "
+            "(add --nnodes / --node_rank / --rdzv_endpoint for several machines), and remove the block."
+        )
 
 
 def _prepare_serialization_dir(
@@ -117,14 +131,28 @@ def train_model(
     recover: bool = False,
     force: bool = False,
     dry_run: bool = False,
+    file_friendly_logging: bool = False,
 ) -> Optional[Model]:
     """Train as configured; returns the model with its best weights (`None` on a dry run).
-    Started by `torchrun`, it joins the process group and trains with DistributedDataParallel."""
+    Started by `torchrun`, it joins the process group (NCCL on GPUs, gloo on CPUs), trains with
+    DistributedDataParallel, and leaves the group at the end. `file_friendly_logging` makes progress
+    bars print a line every 10 seconds (for log files)."""
     serialization_dir = Path(serialization_dir)
-    distributed.init_from_environment()
+    _refuse_distributed_block(params)
+    if file_friendly_logging:
+        os.environ["FMIT_FILE_FRIENDLY_LOGGING"] = "1"
+    joined = distributed.init_from_environment()
     if distributed.is_primary():
         _prepare_serialization_dir(serialization_dir, params, recover, force)
     distributed.barrier()
+    with training_logs(serialization_dir):
+        model = _train(params, serialization_dir, recover, dry_run)
+    if joined:
+        distributed.destroy()
+    return model
+
+
+def _train(params: Params, serialization_dir: Path, recover: bool, dry_run: bool) -> Optional[Model]:
     set_seed(int(params.get("trainer", Params({})).get("seed", 13370)))
 
     reader = DatasetReader.from_params(params.pop("dataset_reader"))

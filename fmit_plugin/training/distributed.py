@@ -1,8 +1,21 @@
-"""PyTorch's own distributed engine, as launched by `torchrun`: process group set-up and helpers."""
+"""
+PyTorch's own distributed engine, as launched by `torchrun`: process group set-up and helpers.
+
+Ranks: `rank()` is the *global* rank (0 .. world_size - 1 over every node) and decides who writes
+files and which shard of the data a worker reads; LOCAL_RANK (the rank on this node, set by
+`torchrun`) only picks the GPU. Nothing here assumes a single node.
+"""
+import contextlib
+import contextvars
 import os
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 import torch.distributed as dist
+
+# Inside `this_worker_only()`, metrics report this worker's own counts instead of gathering them.
+_THIS_WORKER_ONLY: contextvars.ContextVar[bool] = contextvars.ContextVar("fmit_this_worker_only", default=False)
 
 
 def is_distributed() -> bool:
@@ -10,6 +23,7 @@ def is_distributed() -> bool:
 
 
 def rank() -> int:
+    """The global rank (over all nodes)."""
     return dist.get_rank() if is_distributed() else 0
 
 
@@ -18,7 +32,7 @@ def world_size() -> int:
 
 
 def is_primary() -> bool:
-    """Only the primary worker writes checkpoints, metrics, logs and the archive."""
+    """Only the primary worker (global rank 0) writes checkpoints, metrics, logs and the archive."""
     return rank() == 0
 
 
@@ -29,12 +43,12 @@ def barrier() -> None:
 
 def init_from_environment() -> bool:
     """Join the process group `torchrun` describes in the environment (WORLD_SIZE, RANK,
-    MASTER_ADDR...): NCCL on GPUs, gloo on CPUs. Returns whether this run is distributed."""
-    if is_distributed():
-        return True
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+    LOCAL_RANK, MASTER_ADDR, MASTER_PORT): NCCL on GPUs, gloo on CPUs. Returns whether this call
+    created the process group (`False` when not distributed or already initialised)."""
+    if is_distributed() or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return False
     if torch.cuda.is_available():
+        # Before the process group, so NCCL's communicator lives on this worker's GPU.
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group(backend="nccl")
     else:
@@ -42,18 +56,67 @@ def init_from_environment() -> bool:
     return True
 
 
+def destroy() -> None:
+    if is_distributed():
+        dist.destroy_process_group()
+
+
 def local_device() -> torch.device:
-    """This worker's device in a distributed run: its LOCAL_RANK GPU, else the CPU."""
+    """This worker's device in a distributed run: the GPU numbered LOCAL_RANK on its node, else the CPU."""
     if torch.cuda.is_available():
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     return torch.device("cpu")
+
+
+def _collective_device() -> torch.device:
+    # NCCL reduces only CUDA tensors; gloo takes CPU tensors.
+    return local_device() if dist.get_backend() == "nccl" else torch.device("cpu")
 
 
 def sum_across_workers(*values: float) -> list[float]:
     """Element-wise sums over all workers (for loss totals); the values themselves when alone."""
     if not is_distributed():
         return list(values)
-    device = local_device() if dist.get_backend() == "nccl" else torch.device("cpu")
-    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    tensor = torch.tensor(values, dtype=torch.float64, device=_collective_device())
     dist.all_reduce(tensor)
     return tensor.tolist()
+
+
+def all_gather_object(value: Any) -> list[Any]:
+    """Every worker's `value`, in rank order (a one-element list when alone)."""
+    if not is_distributed():
+        return [value]
+    gathered: list[Any] = [None] * world_size()
+    dist.all_gather_object(gathered, value)
+    return gathered
+
+
+def broadcast_state(module: torch.nn.Module, source: int = 0) -> None:
+    """Copy the parameters and buffers of `source`'s module into every worker's, in place, so
+    workers agree without reading a file the others wrote (nodes need not share a filesystem)."""
+    if not is_distributed():
+        return
+    device = _collective_device()
+    for tensor in module.state_dict().values():
+        if tensor.device == device:
+            dist.broadcast(tensor, src=source)
+        else:
+            moved = tensor.to(device)
+            dist.broadcast(moved, src=source)
+            tensor.copy_(moved)
+
+
+@contextlib.contextmanager
+def this_worker_only() -> Iterator[None]:
+    """Metrics read inside report this worker's own counts and make no collective call: for
+    progress bars, which only the primary worker shows and at moments the others do not share."""
+    token = _THIS_WORKER_ONLY.set(True)
+    try:
+        yield
+    finally:
+        _THIS_WORKER_ONLY.reset(token)
+
+
+def gathers_metrics() -> bool:
+    """Whether metrics must be summed over workers now (a collective call every worker makes)."""
+    return is_distributed() and not _THIS_WORKER_ONLY.get()

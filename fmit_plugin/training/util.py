@@ -1,9 +1,12 @@
 """Helpers the trainer and the evaluate command share: devices, seeding, batches, atomic files."""
+import contextlib
 import json
+import logging
 import os
 import random
+import sys
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -40,19 +43,54 @@ def move_to_device(batch: Batch, device: torch.device) -> Batch:
     }
 
 
+TEMP_SUFFIX = ".tmp"
+
+
 def atomic_write(path: Union[str, os.PathLike], writer: Any) -> None:
-    """Write through `writer(temp_path)` into a temporary file beside `path`, then rename it over
-    `path`: a crash never leaves a half-written file under the final name."""
+    """Write through `writer(temp_path)` into a temporary file beside `path`, flush it to disk, then
+    rename it over `path`: a crash or kill at any moment leaves either the old complete file or the
+    new complete file under the final name, never a half-written one (at worst a `.NAME.*.tmp`
+    file, which `remove_stale_temp_files` clears)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
     os.close(handle)
     try:
         writer(temp)
+        _fsync(temp)
         os.replace(temp, path)
+        _fsync_directory(path.parent)
     finally:
         if os.path.exists(temp):
             os.unlink(temp)
+
+
+def _fsync(path: str) -> None:
+    # The rename is atomic for a killed process; fsync makes it so for a machine that loses power.
+    if os.path.isfile(path):
+        with open(path, "rb") as file:
+            os.fsync(file.fileno())
+
+
+def _fsync_directory(directory: Path) -> None:
+    try:
+        handle = os.open(directory, os.O_RDONLY)
+    except OSError:  # e.g. Windows cannot open folders
+        return
+    try:
+        os.fsync(handle)
+    except OSError:
+        pass
+    finally:
+        os.close(handle)
+
+
+def remove_stale_temp_files(directory: Union[str, os.PathLike]) -> list[Path]:
+    """Delete the temporary files `atomic_write` leaves behind when killed mid-write."""
+    stale = [p for p in Path(directory).glob(f".*{TEMP_SUFFIX}") if p.is_file()]
+    for path in stale:
+        path.unlink()
+    return stale
 
 
 def dump_metrics(path: Union[str, os.PathLike], metrics: dict[str, Any]) -> None:
@@ -60,20 +98,86 @@ def dump_metrics(path: Union[str, os.PathLike], metrics: dict[str, Any]) -> None
     atomic_write(path, lambda temp: Path(temp).write_text(text + "\n", encoding="utf-8"))
 
 
+LOG_FILE = "out.log"
+
+
+class _WarningsAndAbove(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING
+
+
+@contextlib.contextmanager
+def training_logs(serialization_dir: Union[str, os.PathLike]) -> Iterator[None]:
+    """
+    The primary worker also writes the log to `serialization_dir/out.log` (appended to on
+    `--recover`); the other workers of a distributed run keep only warnings and errors on the
+    console, so `torchrun` shows each message once.
+    """
+    root = logging.getLogger()
+    if distributed.is_primary():
+        path = Path(serialization_dir) / LOG_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handler: logging.Handler = logging.FileHandler(path, encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s - %(levelname)s - %(name)s - %(message)s"))
+        root.addHandler(handler)
+        try:
+            yield
+        finally:
+            root.removeHandler(handler)
+            handler.close()
+        return
+    quiet = _WarningsAndAbove()
+    handlers = list(root.handlers)
+    for console in handlers:
+        console.addFilter(quiet)
+    try:
+        yield
+    finally:
+        for console in handlers:
+            console.removeFilter(quiet)
+
+
+def file_friendly_logging() -> bool:
+    """Set by `--file-friendly-logging` (or `FMIT_FILE_FRIENDLY_LOGGING=1`)."""
+    return os.environ.get("FMIT_FILE_FRIENDLY_LOGGING") == "1"
+
+
+class _LinePerUpdate:
+    """A stream for tqdm that turns its carriage-return redraws into one line per update, so a log
+    file (CI) holds readable lines rather than one line overwritten in place."""
+
+    def write(self, text: str) -> None:
+        lines = [line.rstrip() for line in text.replace("\r", "\n").split("\n")]
+        lines = [line for line in lines if line]
+        if lines:
+            sys.stderr.write("\n".join(lines) + "\n")
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def progress(iterable: Iterable, description: str, total: Optional[int] = None) -> tqdm:
-    """A tqdm bar; `FMIT_FILE_FRIENDLY_LOGGING=1` (set by --file-friendly-logging) makes it update
-    rarely and in ASCII, so CI logs stay readable."""
-    file_friendly = os.environ.get("FMIT_FILE_FRIENDLY_LOGGING") == "1"
+    """A tqdm bar on the primary worker (disabled on the others). With `--file-friendly-logging`
+    it updates every 10 seconds, in ASCII, one line per update."""
+    friendly = file_friendly_logging()
     return tqdm(
         iterable,
         desc=description,
         total=total,
         disable=not distributed.is_primary(),
-        ascii=file_friendly,
-        mininterval=10.0 if file_friendly else 0.1,
-        dynamic_ncols=not file_friendly,
+        ascii=friendly,
+        mininterval=10.0 if friendly else 0.1,
+        dynamic_ncols=not friendly,
+        file=_LinePerUpdate() if friendly else None,
         leave=True,
     )
+
+
+def running_metrics(model: Model) -> dict[str, float]:
+    """The model's metrics so far for a progress bar: under DDP, this worker's own (no collective
+    call, since workers reach a bar update at different moments)."""
+    with distributed.this_worker_only():
+        return model.get_metrics()
 
 
 def description_of(metrics: dict[str, float]) -> str:
@@ -95,6 +199,8 @@ def evaluate(
     model.eval()
     model.get_metrics(reset=True)
     loss_sum, loss_batches = 0.0, 0
+    if distributed.is_distributed():
+        description += f" (rank 0 of {distributed.world_size()}, its own shard)"
     bar = progress(batches, description, total)
     with torch.inference_mode():
         for batch in bar:
@@ -108,8 +214,11 @@ def evaluate(
                     predictions.append(
                         {"words": words, "tags": readable["tags"][i], "entities": readable["entities"][i]}
                     )
-            if not distributed.is_distributed():  # get_metrics is a collective call there
-                bar.set_postfix_str(description_of(model.get_metrics()), refresh=False)
+            if not bar.disable:
+                running = running_metrics(model)
+                if loss_batches:
+                    running = {"loss": loss_sum / loss_batches, **running}
+                bar.set_postfix_str(description_of(running), refresh=False)
     metrics = model.get_metrics(reset=True)
     total_loss, total_batches = distributed.sum_across_workers(loss_sum, loss_batches)
     if total_batches:

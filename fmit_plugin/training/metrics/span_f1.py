@@ -12,6 +12,8 @@ from typing import Dict, List, Optional, Tuple
 import torch
 import torch.distributed as dist
 
+from fmit_plugin.training import distributed
+
 Span = Tuple[str, int, int]
 
 
@@ -118,7 +120,7 @@ class SpanF1Measure:
     def get_metric(self, reset: bool = False) -> Dict[str, float]:
         """
         Under `torch.distributed` this is a collective call: every worker must call it, and each gets
-        the scores over all workers' data.
+        the scores over all workers' data (except inside `distributed.this_worker_only()`).
         """
         counts, strict_counts = self._gathered_counts()
         metrics: Dict[str, float] = {}
@@ -143,7 +145,7 @@ class SpanF1Measure:
 
     def _gathered_counts(self) -> Tuple[Dict[str, SpanCounts], Dict[str, SpanCounts]]:
         """This worker's counts, or under `torch.distributed` the counts summed over all workers."""
-        if not (dist.is_available() and dist.is_initialized()):
+        if not distributed.gathers_metrics():  # alone, or a progress bar asking for this worker's counts
             return dict(self._counts), dict(self._strict_counts)
         # Strict spans are a subset of default spans, so the default types cover the strict ones.
         local_types = sorted(self._counts)
