@@ -193,8 +193,8 @@ class TwitterMnerReader(DatasetReader):
         return instances
 
     def stream(self, file_path: str) -> Iterator[TaggingInstance]:
-        """As `read`, lazily: visual objects are extracted in small chunks, and the statistics
-        are reported once the file is exhausted."""
+        """As `read`, lazily: one tweet at a time (visual objects, if configured, are extracted in
+        chunks of a few dozen), statistics reported once the file is exhausted."""
         instances = super().stream(file_path)
         return self._streamed(file_path, instances)
 
@@ -202,6 +202,9 @@ class TwitterMnerReader(DatasetReader):
         self.last_statistics = ReadStatistics()
         chunk: list[TaggingInstance] = []
         for instance in instances:
+            if self.visual_objects is None:
+                yield instance
+                continue
             chunk.append(instance)
             if len(chunk) >= _STREAM_CHUNK:
                 yield from self._with_visual_objects(chunk)
