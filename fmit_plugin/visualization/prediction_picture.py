@@ -106,14 +106,14 @@ def _text_panel(tokens: Sequence[str], entities: Sequence[Mapping[str, Any]], he
     font, small = _font(FONT_SIZE), _font(SMALL_FONT_SIZE)
     measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     space = measure.textlength(" ", font=font) + 4  # room for the highlight around entity words
-    owner: dict[int, Mapping[str, Any]] = {}
-    for entity in entities:
-        for index in range(entity["start"], entity["end"]):
-            owner[index] = entity
+    owner: dict[int, Mapping[str, Any]] = {}  # word index -> its entity
+    for span in entities:
+        for index in range(span["start"], span["end"]):
+            owner[index] = span
     # Lay out words first, so the panel is as tall as the text needs.
     placed: list[tuple[float, int, str, float]] = []  # x, line, word, width
     x, line = 0.0, 0
-    for index, token in enumerate(tokens):
+    for token in tokens:
         width = measure.textlength(token, font=font)
         if x > 0 and x + width > TEXT_PANEL - 2 * MARGIN:
             x, line = 0.0, line + 1
@@ -125,7 +125,7 @@ def _text_panel(tokens: Sequence[str], entities: Sequence[Mapping[str, Any]], he
     draw = ImageDraw.Draw(panel)
     for index, (x, line, token, width) in enumerate(placed):
         left, top = MARGIN + x, MARGIN + line * LINE_GAP
-        entity = owner.get(index)
+        entity: Optional[Mapping[str, Any]] = owner.get(index)
         if entity is not None:
             colour = type_colour(entity["type"])
             # Extend the highlight over the space to the next word of the same entity on the same line.
