@@ -159,6 +159,11 @@ def load_archive(
             try:
                 with tarfile.open(archive_file, "r:gz") as tar:
                     _safe_extract(tar, temp)
+                    # Read on to the end of the gzip stream: only there are its CRC and length
+                    # checked, so an archive cut short after its last member is caught too.
+                    assert tar.fileobj is not None
+                    while tar.fileobj.read(1 << 20):
+                        pass
             except (tarfile.TarError, EOFError, OSError) as error:
                 raise ConfigurationError(
                     f"{archive_file} is not a readable model archive (corrupt or truncated?): {error}"

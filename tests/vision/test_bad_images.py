@@ -1,0 +1,112 @@
+"""
+Hostile image folders (issue 8): symlink loops, folders named like images, 0 x 0 and 1 x 50000
+images. None of them raises: the reader finds no image or the loader gives the paper's empty
+image, counted in the one summary line. Regression images live in tests/fixtures/bad_input/images/.
+"""
+import os
+import shutil
+from pathlib import Path
+
+import numpy
+import pytest
+import torch
+from PIL import Image
+
+from fmit_plugin.data.twitter_mner import TwitterMnerReader
+from fmit_plugin.vision.backbones import ImageBackbone
+from fmit_plugin.vision.grounders import WholeImageGrounder
+from fmit_plugin.vision.image_loading import EMPTY_IMAGE_SHA256, empty_image, load_image
+from fmit_plugin.vision.visual_objects import VisualObjectExtractor
+
+IMAGE_FIXTURES = Path(__file__).parents[1] / "fixtures" / "bad_input" / "images"
+
+
+class MeanColourBackbone(ImageBackbone):
+    """A 3-d "feature": each image's mean colour, so tests see which image a feature came from."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.ones(1), requires_grad=False)
+
+    def get_output_dim(self) -> int:
+        return 3
+
+    def cache_key(self) -> str:
+        return "mean-colour"
+
+    def _feature_map(self, images: list[Image.Image]) -> torch.Tensor:
+        means = [numpy.asarray(image, dtype=numpy.float32).mean(axis=(0, 1)) / 255.0 for image in images]
+        return torch.tensor(numpy.stack(means)).view(len(images), 3, 1, 1) * self.scale
+
+
+def test_zero_by_zero_png_is_the_empty_image():
+    path = IMAGE_FIXTURES / "zero_by_zero.png"
+    assert path.read_bytes()[16:24] == b"\x00" * 8  # the IHDR width and height
+    loaded = load_image(str(path))
+    assert loaded.status == "corrupt" and str(path) in loaded.message
+    assert loaded.sha256 == EMPTY_IMAGE_SHA256
+    assert loaded.image.tobytes() == empty_image().tobytes()
+
+
+def test_one_by_fifty_thousand_png_is_degenerate_and_never_decoded():
+    path = IMAGE_FIXTURES / "one_by_50000.png"
+    with Image.open(path) as image:
+        assert image.size == (1, 50000)
+    loaded = load_image(str(path))
+    assert loaded.status == "degenerate" and "1x50000" in loaded.message
+    assert loaded.image.size == empty_image().size
+
+
+@pytest.fixture
+def hostile_folder(tmp_path):
+    """An image folder holding one good image and every hostile kind, and a data file naming them."""
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.new("RGB", (8, 8), (250, 0, 0)).save(images / "good.jpg")
+    os.symlink(images / "loop_b.jpg", images / "loop.jpg")
+    os.symlink(images / "loop.jpg", images / "loop_b.jpg")
+    (images / "folder.jpg").mkdir()  # a folder named like an image ...
+    Image.new("RGB", (8, 8), (0, 0, 250)).save(images / "folder.png")  # ... beside the real image
+    (images / "dangling.jpg").symlink_to(images / "nowhere.jpg")
+    shutil.copy(IMAGE_FIXTURES / "zero_by_zero.png", images / "zero.png")
+    shutil.copy(IMAGE_FIXTURES / "one_by_50000.png", images / "strip.png")
+    ids = ["good", "loop", "folder", "dangling", "zero", "strip", "absent"]
+    data = tmp_path / "data.txt"
+    data.write_text("".join(f"IMGID:{i}\nword\tO\n\n" for i in ids), encoding="utf-8")
+    return images, data, ids
+
+
+def test_reader_skips_links_loops_and_folders_named_like_images(hostile_folder):
+    images, data, ids = hostile_folder
+    reader = TwitterMnerReader(image_dir=str(images))
+    paths = {i.image_id: i.image_path for i in reader.read(str(data))}
+    assert paths == {
+        "good": str(images / "good.jpg"),
+        "loop": None,  # a symlink loop is no file
+        "folder": str(images / "folder.png"),  # the folder folder.jpg is passed over
+        "dangling": None,
+        "zero": str(images / "zero.png"),  # found; the loader decides it is unusable
+        "strip": str(images / "strip.png"),
+        "absent": None,
+    }
+    assert reader.last_statistics.missing_images == 3
+
+
+def test_visual_objects_over_hostile_images_use_the_empty_image_and_count_it(hostile_folder):
+    images, data, _ = hostile_folder
+    extractor = VisualObjectExtractor(backbone=MeanColourBackbone(), grounder=WholeImageGrounder())
+    reader = TwitterMnerReader(image_dir=str(images), visual_objects=extractor)
+    instances = reader.read(str(data))
+    summary = reader.last_visual_summary
+    assert summary is not None and summary.tweets == len(instances) == 7
+    assert dict(summary.images.counts) == {"ok": 2, "missing": 3, "corrupt": 1, "degenerate": 1}
+    grey = torch.tensor([128 / 255.0] * 3)
+    by_id = {i.image_id: i.visual.features[0] for i in instances}
+    assert torch.allclose(by_id["good"], torch.tensor([250 / 255.0, 0, 0]), atol=0.02)
+    assert torch.allclose(by_id["folder"], torch.tensor([0, 0, 250 / 255.0]), atol=0.02)
+    for image_id in ("loop", "dangling", "zero", "strip", "absent"):
+        assert torch.allclose(by_id[image_id], grey, atol=1e-4), image_id
+    # the loader itself, given the hostile paths directly, never raises either
+    assert load_image(str(images / "loop.jpg")).status == "not_a_file"
+    assert load_image(str(images / "folder.jpg")).status == "not_a_file"
+    assert load_image(str(images / "dangling.jpg")).status == "missing"
