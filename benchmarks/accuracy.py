@@ -21,11 +21,22 @@ import time
 from pathlib import Path
 
 import torch
+from readme_tables import markdown_table, publish
 
 from fmit_plugin.commands.train import train_model_from_file
 from fmit_plugin.common.plugins import import_plugins
 
 TYPES = ("PER", "LOC", "ORG", "MISC")
+# Paper Table 2 (bert-base-cased, ResNet-152, GPU): per-type F1 PER / LOC / ORG / MISC, then P / R / F1.
+PAPER = {
+    ("twitter2015", "BERT-CRF"): (84.74, 80.51, 60.27, 37.29, 69.22, 74.59, 71.81),
+    ("twitter2015", "FMIT (l = 3)"): (86.77, 83.93, 64.88, 42.97, 75.11, 77.43, 76.25),
+    ("twitter2017", "BERT-CRF"): (90.25, 83.05, 81.13, 62.21, 83.32, 83.57, 83.44),
+    ("twitter2017", "FMIT (l = 3)"): (93.14, 86.52, 83.93, 70.90, 87.51, 86.08, 86.79),
+}
+# Our configs -> the paper's row they reproduce (with another encoder).
+PAPER_ROW = {"bert_crf": "BERT-CRF", "bert_crf_offline": "BERT-CRF", "fmit": "FMIT (l = 3)",
+             "fmit_offline": "FMIT (l = 3)"}
 
 
 def machine() -> dict:
@@ -76,6 +87,7 @@ def main() -> None:
     parser.add_argument("--overrides", default="{}", help="JSON overrides for the config")
     parser.add_argument("--output", required=True, help="results JSON file")
     parser.add_argument("--keep", help="keep the serialization dir here (single seed only)")
+    parser.add_argument("--no-readme", action="store_true", help="do not update the README table")
     args = parser.parse_args()
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
     for noisy in ("transformers", "huggingface_hub"):
@@ -99,9 +111,34 @@ def main() -> None:
     }
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
+    dataset = Path(args.data_dir).name
+    if not args.no_readme:
+        publish(f"accuracy_{dataset}", table(dataset, Path(args.output).parent))
     cells = [f"{100 * mean.get(f'f1-measure-{t}', 0.0):.2f}" for t in TYPES]
     print(f"overall P/R/F1: {100 * mean['precision-overall']:.2f} / {100 * mean['recall-overall']:.2f} / "
           f"{100 * mean['f1-measure-overall']:.2f}; per-type F1 {dict(zip(TYPES, cells))}")
+
+
+def table(dataset: str, results_dir: Path) -> str:
+    """Every results file of `dataset` in `results_dir` as one README table, each beside its paper row."""
+    rows, commands = [], []
+    for path in sorted(results_dir.glob("*.json")):
+        result = json.loads(path.read_text())
+        if not isinstance(result, dict) or "mean_test" not in result or Path(result["data_dir"]).name != dataset:
+            continue
+        mean, runs = result["mean_test"], result["runs"]
+        commands.append(result["command"])
+        name = Path(result["config"]).stem
+        cells = [f"{100 * mean.get(f'f1-measure-{t}', 0.0):.2f}" for t in TYPES]
+        cells += [f"{100 * mean[f'{m}-overall']:.2f}" for m in ("precision", "recall", "f1-measure")]
+        epochs = ", ".join(str(run["epochs_run"]) for run in runs)
+        seconds = statistics.mean(run["seconds_per_epoch"] for run in runs)
+        rows.append([f"`{name}` ({len(runs)} seed{'s' if len(runs) > 1 else ''})", *cells, epochs, f"{seconds:.0f}"])
+        paper = PAPER.get((dataset, PAPER_ROW.get(name, "")))
+        if paper is not None:
+            rows.append([f"paper, {PAPER_ROW[name]}", *(f"{value:.2f}" for value in paper), "", ""])
+    header = ["row", *(f"F1 {t}" for t in TYPES), "P", "R", "F1", "epochs", "s / epoch"]
+    return markdown_table(header, rows) + "\n" + "\n".join(f"`{command}`  " for command in commands) + "\n"
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ from fmit_plugin.data.dataset_reader import DatasetReader
 
 sys.path.insert(0, str(Path(__file__).parent))
 from accuracy import machine  # noqa: E402
+from readme_tables import markdown_table, publish  # noqa: E402
 
 VOCABULARY = (
     "RT the a of in on at with and to for from is was new big old city team game news day night love "
@@ -119,6 +120,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32, help="image crops per backbone call")
     parser.add_argument("--output", default="benchmarks/results/visual_extraction.json", help="results JSON file")
     parser.add_argument("--keep", help="generate into this folder and keep it, instead of a temporary one")
+    parser.add_argument("--no-readme", action="store_true", help="do not update the README table")
     args = parser.parse_args()
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
     import_plugins()
@@ -196,13 +198,29 @@ def main() -> None:
     }
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
-    print(
-        f"| EfficientNet-Lite0 + {args.grounder} | {args.tweets} | {torch.get_num_threads()} | "
-        f"{cold['images_per_second']:.1f} img/s, {cold['regions_per_second']:.1f} regions/s "
-        f"({cold['wall_seconds']:.1f} s) | {warm['instances_per_second']:.0f} inst/s ({warm['wall_seconds']:.2f} s) | "
-        f"{size / 2**20:.2f} MiB |"
-    )
+    if not args.no_readme:
+        publish("visual_extraction", table(result))
+    print(table(result))
 
+
+def table(result: dict) -> str:
+    """The README table of one results file."""
+    settings, cold, warm = result["settings"], result["cold_store"], result["warm_store"]
+    grounder = settings["grounder"] if isinstance(settings["grounder"], str) else settings["grounder"]["type"]
+    caption = (
+        f"{settings['tweets']} generated tweets, one image each (200 x 150 to 640 x 480), EfficientNet-Lite0 "
+        f"({settings['feature_dim']}-d) + `{grounder}` grounder, {settings['torch_num_threads']} torch thread(s) on "
+        f"{result['machine']['cpu_count']} CPU cores (`{result['command']}`):\n\n"
+    )
+    return caption + markdown_table(
+        ["pass", "tweets", "regions", "seconds", "throughput"],
+        [
+            ["extraction, empty store", cold["tweets"], cold["regions"], cold["wall_seconds"],
+             f"{cold['images_per_second']:.1f} images/s, {cold['regions_per_second']:.1f} regions/s"],
+            ["reader, warm store", warm["tweets"], warm["regions"], warm["wall_seconds"],
+             f"{warm['instances_per_second']:.0f} instances/s (identical features)"],
+        ],
+    ) + f"\nStore: {result['store_bytes'] / 2**20:.2f} MiB, {result['store_bytes_per_region']:.0f} bytes per region.\n"
 
 if __name__ == "__main__":
     main()
