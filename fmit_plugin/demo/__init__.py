@@ -82,7 +82,7 @@ def main(output_dir: str = "runs/demo") -> None:
     os.environ["DATA_DIR"] = str(data)
     os.environ.setdefault("NUM_EPOCHS", str(DEFAULT_EPOCHS))
     os.environ.setdefault("FEATURE_STORE", str(run.parent / "demo_visual_features.sqlite"))
-    config = CONFIG.relative_to(REPO_ROOT) if CONFIG.is_relative_to(Path.cwd()) else CONFIG
+    config = os.path.relpath(CONFIG)
     settings = f"DATA_DIR={data} FEATURE_STORE={os.environ['FEATURE_STORE']} NUM_EPOCHS={os.environ['NUM_EPOCHS']}"
 
     print(f"$ allennlp extract-visual-objects {config}   ({settings})")
