@@ -14,7 +14,7 @@ from fmit_plugin.modules.flat_lattice import LatticeProjection, build_flat_latti
 from fmit_plugin.modules.flat_lattice_transformer import FlatLatticeTransformer
 from fmit_plugin.modules.tagging_head import TaggingHead, require_bio
 from fmit_plugin.modules.token_embedders import TokenEmbedder
-from fmit_plugin.training.metrics.span_f1 import SpanF1Measure, bio_tags_to_spans
+from fmit_plugin.training.metrics.span_f1 import SpanF1Measure
 
 # Entity boundary tags of the EBD task, untyped BIOUL: the paper's {B, E, O} cannot tag a
 # one-word entity (both its head and its tail), so single words get U and inner words I.
@@ -124,6 +124,15 @@ class Fmit(Model):
                 label_encoding="BIOUL",
             )
         self._f1_metric = SpanF1Measure()
+        # Prefix (0 O, 1 B, 2 I) and type index of every label id, for `_boundary_tags`.
+        prefixes = [{"B": 1, "I": 2}.get(labels[i][:1], 0) for i in range(len(labels))]
+        types = sorted({labels[i][2:] for i in range(len(labels))})
+        self._label_prefix: torch.Tensor
+        self._label_type: torch.Tensor
+        self.register_buffer("_label_prefix", torch.tensor(prefixes, dtype=torch.long), persistent=False)
+        self.register_buffer(
+            "_label_type", torch.tensor([types.index(labels[i][2:]) for i in range(len(labels))]), persistent=False
+        )
 
     def _objects(
         self,
@@ -197,20 +206,27 @@ class Fmit(Model):
         return output
 
     def _boundary_tags(self, tags: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Gold BIO ids -> untyped BIOUL boundary ids (entities read as conlleval does)."""
-        labels = self.tagging_head.labels
-        boundary = torch.zeros_like(tags)
-        lengths = mask.sum(dim=1).tolist()
-        b_id, i_id, l_id, u_id = (BOUNDARY_LABELS.index(t) for t in ("B-ENT", "I-ENT", "L-ENT", "U-ENT"))
-        for row, (ids, length) in enumerate(zip(tags.tolist(), lengths)):
-            for _, start, end in bio_tags_to_spans([labels[i] for i in ids[:length]]):
-                if end - start == 1:
-                    boundary[row, start] = u_id
-                else:
-                    boundary[row, start] = b_id
-                    boundary[row, start + 1 : end - 1] = i_id
-                    boundary[row, end - 1] = l_id
-        return boundary
+        """
+        Gold BIO ids `# (batch, words)` -> untyped BIOUL boundary ids, entities read as conlleval
+        (and `bio_tags_to_spans`) reads them: B-X opens one; I-X continues an entity of type X that
+        is open on the previous word, else opens one. Elementwise on the tags' device, so training
+        reads nothing back to the host here.
+        """
+        mask = mask.bool()
+        # (batch, words): label prefix (0 O, 1 B, 2 I) and type of every word
+        prefix = self._label_prefix[tags]
+        kind = self._label_type[tags]
+        in_entity = mask & (prefix > 0)
+        continues = torch.zeros_like(in_entity)
+        continues[:, 1:] = in_entity[:, 1:] & (prefix[:, 1:] == 2) & in_entity[:, :-1] & (kind[:, 1:] == kind[:, :-1])
+        begins = in_entity & ~continues
+        ends = in_entity.clone()
+        ends[:, :-1] &= ~continues[:, 1:]
+        ids = {label: BOUNDARY_LABELS.index(label) for label in BOUNDARY_LABELS}
+        boundary = torch.where(in_entity, ids["I-ENT"], ids["O"])
+        boundary = torch.where(begins & ~ends, ids["B-ENT"], boundary)
+        boundary = torch.where(~begins & ends, ids["L-ENT"], boundary)
+        return torch.where(begins & ends, ids["U-ENT"], boundary)
 
     def make_output_human_readable(self, output_dict: dict[str, Any]) -> dict[str, Any]:
         return self.tagging_head.make_output_human_readable(output_dict)

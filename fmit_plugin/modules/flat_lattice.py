@@ -109,11 +109,16 @@ def _broadcast_special(embedding: torch.Tensor, batch_size: int, dim: int, name:
     )
 
 
-def _check_spans(object_spans: torch.Tensor, object_mask: torch.Tensor, num_words: torch.Tensor) -> None:
+def _bad_spans(object_spans: torch.Tensor, object_mask: torch.Tensor, num_words: torch.Tensor) -> torch.Tensor:
+    """`(batch, objects)`, True for real objects whose span is not inside their sentence."""
     first = object_spans[..., 0]
     last = object_spans[..., 1]
-    # (batch, objects)
-    bad = object_mask & ((first < 0) | (last >= num_words.unsqueeze(1)) | (first > last))
+    return object_mask & ((first < 0) | (last >= num_words.unsqueeze(1)) | (first > last))
+
+
+def _raise_for_span(bad: torch.Tensor, object_spans: torch.Tensor, num_words: torch.Tensor) -> None:
+    first = object_spans[..., 0]
+    last = object_spans[..., 1]
     if bool(bad.any()):
         example, obj = (int(i) for i in bad.nonzero()[0])
         raise ValueError(
@@ -183,9 +188,6 @@ def build_flat_lattice(
     num_words = word_mask.sum(dim=1)
     word_slots = torch.arange(num_word_slots, device=device)
     left_aligned = word_mask == (word_slots.unsqueeze(0) < num_words.unsqueeze(1))
-    if not bool(left_aligned.all()):
-        example = int((~left_aligned).any(dim=1).nonzero()[0])
-        raise ValueError(f"word_mask of example {example} is not left-aligned (real words must come first)")
 
     if object_embeddings is None or object_embeddings.size(1) == 0:
         object_embeddings = word_embeddings.new_zeros(batch_size, 0, dim)
@@ -218,13 +220,26 @@ def build_flat_lattice(
                 f"got {tuple(object_mask.shape)}"
             )
         object_spans = object_spans.long()
-        _check_spans(object_spans, object_mask, num_words)
     num_object_slots = object_embeddings.size(1)
 
     # (batch,)
     num_objects = object_mask.sum(dim=1)
-    max_words = int(num_words.max()) if batch_size > 0 else 0
-    num_cells = int((num_words + num_objects).max()) + 2 if batch_size > 0 else 2
+    bad_spans = _bad_spans(object_spans, object_mask, num_words)
+    # The sizes and the validity of the inputs in one read from the device: each separate read would
+    # stall an accelerator's queue.
+    if batch_size > 0:
+        summary = torch.stack([
+            num_words.max(), (num_words + num_objects).max(), (~left_aligned).any().long(), bad_spans.any().long()
+        ])
+        max_words, longest, misaligned, invalid = (int(value) for value in summary.tolist())
+    else:
+        max_words = longest = misaligned = invalid = 0
+    if misaligned:
+        example = int((~left_aligned).any(dim=1).nonzero()[0])
+        raise ValueError(f"word_mask of example {example} is not left-aligned (real words must come first)")
+    if invalid:
+        _raise_for_span(bad_spans, object_spans, num_words)
+    num_cells = longest + 2
 
     # Objects are packed in their original order with masked ones dropped: the rank of a real
     # object among the real objects of its example gives its cell, and `order[b, k]` is the

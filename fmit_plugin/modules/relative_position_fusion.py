@@ -83,15 +83,23 @@ class RelativePositionFusion(torch.nn.Module):
         """
         head = head.long()
         tail = tail.long()
-        batch_size, num_cells = head.shape
-        dim = self.hidden_dim
-        # Only distances within the batch's reach can occur; projecting just those rows of the
-        # sinusoid table keeps the table product small on CPU.
-        if num_cells > 0:
+        if head.device.type == "cpu" and head.numel() > 0:
+            # Only distances within the batch's reach can occur; projecting just those rows of the
+            # sinusoid table keeps the table product small on CPU, where reading the reach is free.
             reach = int((torch.maximum(head, tail).max() - torch.minimum(head, tail).min()).item())
         else:
-            reach = 0
-        reach = min(max(reach, 0), self.max_distance)
+            # On an accelerator reading it would stall the queue once per forward; projecting every
+            # distance is cheap there.
+            reach = self.max_distance
+        return self.fused(head, tail, min(max(reach, 0), self.max_distance))
+
+    def fused(self, head: torch.Tensor, tail: torch.Tensor, reach: int) -> torch.Tensor:
+        """
+        `forward` with the distances clamped to ``[-reach, reach]`` (``reach <= max_distance``): equal
+        to `forward` for any `reach` at least the largest distance between two cells.
+        """
+        batch_size, num_cells = head.shape
+        dim = self.hidden_dim
         # (2 reach + 1, dim)
         sinusoids = self.sinusoids[self.max_distance - reach : self.max_distance + reach + 1]
         sinusoids = sinusoids.to(self.fusion.weight.dtype)

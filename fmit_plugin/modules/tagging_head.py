@@ -40,6 +40,61 @@ def log_partition(
     return torch.logsumexp(alpha + end.unsqueeze(0), dim=1)
 
 
+def viterbi_paths(
+    emissions: torch.Tensor,
+    lengths: torch.Tensor,
+    transitions: torch.Tensor,
+    start: torch.Tensor,
+    end: torch.Tensor,
+) -> torch.Tensor:
+    """
+    Best tag sequences of a batch at once, on the emissions' device: emissions `# (batch, time, tags)`,
+    lengths `# (batch,)` (each sequence is a prefix), constrained transitions `# (tags, tags)` and
+    start / end `# (tags,)`; returns `# (batch, time)` tag ids (anything past a sequence's length).
+
+    The same numbers as allennlp-light's `viterbi_tags`, which decodes one sentence at a time with a
+    host read per time step: the same lattice with START / END states and sentinel steps scored
+    -10000, the same additions in the same order and the same `topk`, so the same paths; but a
+    batch is a loop over time of a few batched operations and no host-device synchronisation.
+    """
+    batch_size, max_length, num_tags = emissions.shape
+    device = emissions.device
+    emissions = emissions.float()
+    start_tag, end_tag = num_tags, num_tags + 1
+    states = num_tags + 2
+    augmented = torch.full((states, states), _FORBIDDEN, device=device)
+    augmented[:num_tags, :num_tags] = transitions
+    augmented[start_tag, :num_tags] = start
+    augmented[:num_tags, end_tag] = end
+    # (batch, time + 2, states): the START sentinel, the emissions, the END sentinel at step length + 1.
+    steps = torch.full((batch_size, max_length + 2, states), _FORBIDDEN, device=device)
+    steps[:, 0, start_tag] = 0.0
+    steps[:, 1 : max_length + 1, :num_tags] = emissions
+    rows = torch.arange(batch_size, device=device)
+    lengths = lengths.long()
+    end_row = torch.full((states,), _FORBIDDEN, device=device)
+    end_row[end_tag] = 0.0
+    steps[rows, lengths + 1] = end_row
+    alpha = steps[:, 0]  # (batch, states)
+    backpointers = []
+    identity = torch.arange(states, device=device).expand(batch_size, states)
+    for step in range(1, max_length + 2):
+        # (batch, previous state, state) -> best previous state per state
+        best, previous = torch.topk(alpha.unsqueeze(2) + augmented, k=1, dim=1)
+        active = (step <= lengths + 1).unsqueeze(1)  # (batch, 1)
+        alpha = torch.where(active, steps[:, step] + best.squeeze(1), alpha)
+        # Finished sequences keep their state, so every backtrace can start from the last step.
+        backpointers.append(torch.where(active, previous.squeeze(1), identity))
+    state = torch.topk(alpha, k=1, dim=1)[1].squeeze(1)  # (batch,)
+    path = []
+    for pointers in reversed(backpointers[1:]):
+        state = pointers.gather(1, state.unsqueeze(1)).squeeze(1)
+        path.append(state)
+    path.reverse()
+    # (batch, time); tags of real steps are < num_tags
+    return torch.stack(path, dim=1) if path else torch.zeros(batch_size, 0, dtype=torch.long, device=device)
+
+
 def require_bio(label_encoding: str) -> None:
     """Taggers report span F1 and entities from BIO tags: other encodings are a config error."""
     if label_encoding != "BIO":
@@ -106,13 +161,26 @@ class TaggingHead(torch.nn.Module):
 
     @torch.no_grad()
     def decode(self, logits: torch.Tensor, mask: torch.Tensor) -> list[list[int]]:
-        """Best tag ids per sentence (constrained Viterbi, or per-word argmax)."""
-        lengths = mask.sum(dim=1).tolist()
+        """Best tag ids per sentence (constrained Viterbi, or per-word argmax); `mask` is left-aligned.
+        The whole batch is decoded on the logits' device and read back in one transfer."""
+        return self._decode(logits, mask)[0]
+
+    @torch.no_grad()
+    def _decode(
+        self, logits: torch.Tensor, mask: torch.Tensor, gold: Optional[torch.Tensor] = None
+    ) -> tuple[list[list[int]], list[list[int]]]:
+        """`decode`, plus the unpadded rows of `gold` `# (batch, words)` read in the same transfer."""
+        lengths = mask.sum(dim=1)
         if self.crf is None:
-            best = logits.argmax(dim=-1).tolist()
-            return [row[:length] for row, length in zip(best, lengths)]
-        paths = self.crf.viterbi_tags(logits, cast(torch.BoolTensor, mask))
-        return [list(path) for path, _ in cast(list[tuple[list[int], float]], paths)]
+            best = logits.argmax(dim=-1)
+        else:
+            best = viterbi_paths(logits, lengths, *self._constrained_scores())
+        width = best.shape[1]
+        parts = [lengths.unsqueeze(1), best] + ([gold.to(best.dtype)] if gold is not None else [])
+        rows = torch.cat(parts, dim=1).tolist()
+        predicted = [row[1 : 1 + row[0]] for row in rows]
+        gold_rows = [row[1 + width : 1 + width + row[0]] for row in rows] if gold is not None else []
+        return predicted, gold_rows
 
     def _constrained_scores(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         assert self.crf is not None
@@ -182,12 +250,13 @@ class TaggingHead(torch.nn.Module):
         """The output dict every tagger shares: logits, mask, predicted ids, words, and with gold
         `tags` the loss and a `metric` update from the decoded labels."""
         output: dict[str, Any] = dict(self(features, mask, tags))
-        predicted = self.decode(output["logits"], mask)
+        score_gold = tags is not None and metric is not None
+        predicted, gold = self._decode(output["logits"], mask, tags if score_gold else None)
         output.update({"mask": mask, "tags": predicted, "words": words})
-        if tags is not None and metric is not None:
-            lengths = mask.sum(dim=1).tolist()
-            gold = [[self.labels[i] for i in row[:n]] for row, n in zip(tags.tolist(), lengths)]
-            metric([[self.labels[i] for i in path] for path in predicted], gold)
+        if score_gold:
+            assert metric is not None
+            metric([[self.labels[i] for i in path] for path in predicted],
+                   [[self.labels[i] for i in row] for row in gold])
         return output
 
     def make_output_human_readable(self, output_dict: dict[str, Any]) -> dict[str, Any]:

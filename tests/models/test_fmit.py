@@ -16,6 +16,7 @@ from fmit_plugin.models.fmit import BOUNDARY_LABELS, Fmit
 from fmit_plugin.models.model import Model
 from fmit_plugin.modules.flat_lattice_transformer import interaction_parameter_count
 from fmit_plugin.predictors.predictor import SentenceTaggerPredictor
+from fmit_plugin.training.metrics.span_f1 import bio_tags_to_spans
 from tests.conftest import TWITTER_FIXTURES, tiny_config
 
 LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-MISC", "I-MISC"]
@@ -144,6 +145,20 @@ def test_boundary_tags_are_untyped_bioul_read_like_conlleval(tiny_bert):
     mask = torch.ones_like(tags, dtype=torch.bool)
     boundary = [[BOUNDARY_LABELS[i] for i in row] for row in model._boundary_tags(tags, mask).tolist()]
     assert boundary == [["B-ENT", "I-ENT", "L-ENT", "O", "U-ENT"], ["U-ENT", "O", "B-ENT", "L-ENT", "O"]]
+
+
+def test_boundary_tags_agree_with_the_span_reader_on_random_tags(tiny_bert):
+    model = _model(tiny_bert)
+    generator = torch.Generator().manual_seed(0)
+    tags = torch.randint(0, len(LABELS), (40, 9), generator=generator)
+    lengths = torch.randint(0, 10, (40,), generator=generator)
+    mask = torch.arange(9).unsqueeze(0) < lengths.unsqueeze(1)
+    expected = torch.zeros_like(tags)
+    for row, length in enumerate(lengths.tolist()):
+        for _, start, end in bio_tags_to_spans([LABELS[i] for i in tags[row, :length].tolist()]):
+            names = ["U-ENT"] if end - start == 1 else ["B-ENT", *["I-ENT"] * (end - start - 2), "L-ENT"]
+            expected[row, start:end] = torch.tensor([BOUNDARY_LABELS.index(name) for name in names])
+    assert torch.equal(model._boundary_tags(tags, mask), expected)
 
 
 def test_tweets_without_objects_get_the_empty_image_spanning_the_sentence(tiny_bert):

@@ -1,6 +1,7 @@
 import math
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from fmit_plugin.modules.relative_position_fusion import RelativePositionFusion, sinusoid_table
 
@@ -51,6 +52,39 @@ def test_gather_formulation_equals_naive_concatenation():
     assert torch.allclose(fast, naive, atol=1e-10)
     # ReLU output, and not trivially all zero
     assert (fast >= 0).all() and (fast > 0).float().mean() > 0.2
+
+
+def test_projecting_every_distance_gives_the_same_encodings():
+    # What `forward` does on accelerators, where it does not read the batch's reach back.
+    torch.manual_seed(0)
+    fusion = RelativePositionFusion(hidden_dim=16, max_distance=64).double()
+    head, tail = _random_cells(batch=3, cells=9, max_position=30, seed=3)
+    assert torch.allclose(fusion.fused(head, tail, fusion.max_distance), fusion(head, tail), atol=1e-10)
+
+
+class _LargestOutput(TorchDispatchMode):
+    """Records the largest number of elements of any tensor an operator returns."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.largest = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        result = func(*args, **(kwargs or {}))
+        for value in torch.utils._pytree.tree_leaves(result):
+            if isinstance(value, torch.Tensor):
+                self.largest = max(self.largest, value.numel())
+        return result
+
+
+def test_no_concatenated_l_l_4d_tensor_is_ever_materialised():
+    fusion = RelativePositionFusion(hidden_dim=16, max_distance=64)
+    head, tail = _random_cells(batch=2, cells=12, max_position=30, seed=4)
+    relative_numel = 2 * 12 * 12 * 16
+    for function, largest in ((fusion.forward, relative_numel), (fusion.naive_forward, 4 * relative_numel)):
+        with _LargestOutput() as recorder:
+            function(head, tail).sum().backward()
+        assert recorder.largest == largest, function.__name__
 
 
 def test_gather_equals_naive_when_distances_are_clamped():

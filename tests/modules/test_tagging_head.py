@@ -92,6 +92,22 @@ def test_entities_handle_padding_and_sentences_without_entities():
     assert head.entities(changed, mask, paths)[0][0][3] == pytest.approx(entities[0][0][3], rel=1e-5)
 
 
+@pytest.mark.parametrize("constrained", [True, False])
+@pytest.mark.parametrize("start_end", [True, False])
+def test_batched_viterbi_gives_allennlp_light_paths(constrained, start_end):
+    for seed in range(20):
+        torch.manual_seed(seed)
+        head = TaggingHead(6, LABELS, constrain_crf_decoding=constrained, include_start_end_transitions=start_end)
+        with torch.no_grad():
+            for name in ("transitions", "start_transitions", "end_transitions")[: 3 if start_end else 1]:
+                getattr(head.crf, name).normal_()
+        logits = torch.randn(6, 7, len(LABELS)) * 3
+        lengths = torch.randint(0, 8, (6,))
+        mask = torch.arange(7).unsqueeze(0) < lengths.unsqueeze(1)
+        expected = [list(path) for path, _ in head.crf.viterbi_tags(logits, mask)]
+        assert head.decode(logits, mask) == expected
+
+
 def test_softmax_head_confidence_is_product_of_word_probabilities():
     head = _head(use_crf=False)
     logits = torch.randn(1, 3, len(LABELS))
