@@ -37,29 +37,37 @@ def _writer(path: str) -> None:
         store.put_many({f"k{batch}-{i}": _objects(batch * 10 + i, count=4, dim=256) for i in range(10)})
 
 
-def test_killed_writer_leaves_only_complete_entries(tmp_path):
+def _check_entry(store: FeatureStore, key: str) -> None:
+    batch, index = (int(part) for part in key[1:].split("-"))
+    got = store.get(key)
+    assert got is not None and torch.equal(got.features, _objects(batch * 10 + index, count=4, dim=256).features)
+
+
+def test_concurrent_readers_and_a_killed_writer_see_only_complete_entries(tmp_path):
     path = str(tmp_path / "store.sqlite")
     FeatureStore(path)
     process = multiprocessing.get_context("spawn").Process(target=_writer, args=(path,))
     process.start()
-    deadline = time.time() + 60
+    reader = FeatureStore(path)
+    deadline, reads_while_writing = time.time() + 60, 0
     while time.time() < deadline:
-        time.sleep(0.5)
-        try:
-            if len(FeatureStore(path)) >= 50:
-                break
-        except sqlite3.OperationalError:
-            pass
+        time.sleep(0.2)
+        # Read while the writer writes: whole transactions only, and every entry complete.
+        keys = [row[0] for row in sqlite3.connect(path, timeout=30).execute("SELECT key FROM objects")]
+        assert len(keys) % 10 == 0
+        for key in keys[-10:]:
+            _check_entry(reader, key)
+        reads_while_writing += min(10, len(keys)) if process.is_alive() else 0
+        if len(keys) >= 50:
+            break
+    assert reads_while_writing >= 10
     os.kill(process.pid, signal.SIGKILL)
     process.join()
     store = FeatureStore(path)
     keys = [row[0] for row in sqlite3.connect(path).execute("SELECT key FROM objects")]
     assert len(keys) >= 50 and len(keys) % 10 == 0  # whole transactions only
     for key in keys:
-        batch, index = (int(part) for part in key[1:].split("-"))
-        expected = _objects(batch * 10 + index, count=4, dim=256)
-        got = store.get(key)
-        assert got is not None and torch.equal(got.features, expected.features)
+        _check_entry(store, key)
     assert sqlite3.connect(path).execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
@@ -70,3 +78,4 @@ def test_store_pickles_without_its_connection(tmp_path):
     store.put_many({"a": _objects(1)})
     copy = pickle.loads(pickle.dumps(store))
     assert torch.equal(copy.get("a").features, _objects(1).features)
+
