@@ -177,6 +177,13 @@ def _train(params: Params, serialization_dir: Path, recover: bool, dry_run: bool
         vocab = Vocabulary.from_instances([*train_data, *(validation_data or [])])
     if distributed.is_primary():
         vocab.save_to_files(vocabulary_dir)
+    # A type the vocabulary lacks would otherwise fail in the middle of training, or after it for
+    # the test data: fail now, naming file, line and label.
+    hint = ("the label vocabulary comes from train_data_path and validation_data_path, so a type only "
+            "in test_data_path can be neither learnt nor scored" if vocabulary_params is None and not recover
+            else "the configured or recovered vocabulary lacks it")
+    for instances in (train_data, validation_data, test_data):
+        vocab.check_labels(instances or [], hint=hint)
 
     model = Model.from_params(params.pop("model"), vocab=vocab)
     validation_loader_params = _validation_loader_params(params)
@@ -194,7 +201,14 @@ def _train(params: Params, serialization_dir: Path, recover: bool, dry_run: bool
     logger.info("Model: %d parameters (%d trainable); labels: %s", parameters, trainable,
                 ", ".join(vocab.get_token_to_index_vocabulary("labels")))
     if dry_run:
-        params.pop("trainer")
+        # The trainer is built too (optimizer, parameter groups, scheduler: a misspelt key there is
+        # caught), on the CPU: the device itself is checked when training starts.
+        trainer_params = params.pop("trainer")
+        trainer_params["cuda_device"] = -1
+        Trainer.from_params(
+            trainer_params, model=model, serialization_dir=serialization_dir,
+            data_loader=data_loader, validation_data_loader=validation_loader,
+        )
         params.assert_empty("train --dry-run")
         print(f"Dry run: {len(train_data)} training, {len(validation_data or [])} validation, "
               f"{len(test_data or [])} test instances; {vocab}; {parameters:,} parameters "

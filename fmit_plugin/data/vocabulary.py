@@ -68,10 +68,15 @@ class Vocabulary(FromParams):
                 f"(known: {', '.join(self._namespace(namespace))})"
             ) from None
 
-    def check_labels(self, instances: Iterable[TaggingInstance], namespace: str = "labels") -> None:
+    def check_labels(
+        self,
+        instances: Iterable[TaggingInstance],
+        namespace: str = "labels",
+        hint: str = "the data uses another label set than the one the model was trained on",
+    ) -> None:
         """
         Raise `UnknownLabelError` for the first gold tag outside `namespace`, naming where it comes
-        from (the instance's "file:line"), the word and the label. Evaluation calls this before
+        from (the instance's "file:line"), the word and the label, then `hint`. Evaluation calls this before
         computing anything: data with a type the model never saw (`B-EVENT`, or `OTHER` where the
         model learnt `MISC`) cannot be scored, and mapping it to `O` would change the score silently.
         """
@@ -84,9 +89,8 @@ class Vocabulary(FromParams):
                 if tag not in known:
                     source = instance.metadata.get("source", "input")
                     raise UnknownLabelError(
-                        f"{source}: word {position + 1} ({instance.words[position]!r}) has label '{tag}', which "
-                        f"the model does not know (its labels: {', '.join(self._index_to_token[namespace])}); "
-                        "the data uses another label set than the one the model was trained on"
+                        f"{source}: word {position + 1} ({instance.words[position]!r}) has label '{tag}', which is "
+                        f"not among the labels ({', '.join(self._index_to_token[namespace])}); {hint}"
                     )
 
     def get_token_from_index(self, index: int, namespace: str = "labels") -> str:

@@ -54,6 +54,8 @@ def test_with_images_the_reader_extracts_visual_objects(name, grounder, max_obje
     monkeypatch.setenv("GROUNDINGS", str(DEMO_DATA / "groundings.jsonl"))
     monkeypatch.setenv("BACKBONE", "efficientnet_lite")
     monkeypatch.setenv("MAX_INSTANCES", "3")
+    # three test tweets hold a type the first three training tweets lack: the run would fail
+    monkeypatch.setenv("TEST_DATA_PATH", str(DEMO_DATA / "valid.txt"))
     monkeypatch.setenv("FEATURE_STORE", str(tmp_path / "features.sqlite"))
     params = load_config(Path(__file__).parents[2] / "training_configs" / f"{name}.jsonnet")
     visual = params["dataset_reader"]["visual_objects"]

