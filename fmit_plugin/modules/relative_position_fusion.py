@@ -104,10 +104,12 @@ class RelativePositionFusion(torch.nn.Module):
         sinusoids = self.sinusoids[self.max_distance - reach : self.max_distance + reach + 1]
         sinusoids = sinusoids.to(self.fusion.weight.dtype)
         # W_r (dim, 4 dim) -> four (dim, dim) blocks, one per distance kind, each applied to every
-        # distance: (4, 2 reach + 1, dim). The bias b is folded into the first block's rows, so one
-        # summing lookup gives W_r [P_hh; P_ht; P_th; P_tt] + b.
-        blocks = self.fusion.weight.view(dim, 4, dim)
-        tables = torch.einsum("pe,dke->kpd", sinusoids, blocks)
+        # distance: (4, 2 reach + 1, dim). Viewing W_r as (dim * 4, dim) (row = output * 4 + block)
+        # makes that one product with the weight as it lies in memory (a permuted copy of W_r would
+        # cost more than the product at tweet lengths). The bias b is folded into the first block's
+        # rows, so one summing lookup gives W_r [P_hh; P_ht; P_th; P_tt] + b.
+        products = F.linear(sinusoids, self.fusion.weight.reshape(dim * 4, dim))  # (2 reach + 1, dim * 4)
+        tables = products.view(-1, dim, 4).permute(2, 0, 1)
         tables = torch.cat([tables[:1] + self.fusion.bias, tables[1:]], dim=0).reshape(-1, dim)
 
         # (batch, cells, 4): the query cell's side (head, head, tail, tail) and the key cell's side
