@@ -120,17 +120,27 @@ def predict_file(
     archive = load_archive(archive_file, cuda_device=cuda_device, overrides=overrides)
     name = predictor_name or archive.model.default_predictor or "sentence_tagger"
     predictor = Predictor.by_name(name)(archive.model, archive.validation_dataset_reader)
+    if render_dir is not None:
+        try:
+            Path(render_dir).mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise ConfigurationError(f"Cannot create --render-dir {render_dir}: {error.strerror}") from error
     errors = 0
+    unrendered = 0
     with PredictionWriter(output_file, echo=not silent) as writer:
         items = _input_items(input_file, archive.validation_dataset_reader if use_dataset_reader else None)
         for batch in _batches(items, batch_size):
             results = _predict_batch(predictor, batch)
             errors += sum(1 for result in results if "error" in result)
-            if render_dir is not None:
-                _render(results, writer.lines_written + 1, Path(render_dir))
+            first_line = writer.lines_written + 1
+            # The lines first: a picture that cannot be drawn must not cost its prediction.
             if not writer.write(results):
                 logger.warning("stdout was closed and there is no --output-file: stopping")
                 break
+            if render_dir is not None:
+                unrendered += _render(results, first_line, Path(render_dir))
+    if unrendered:
+        logger.warning("%d pictures could not be drawn in %s (the predictions are written)", unrendered, render_dir)
     return errors
 
 
@@ -248,17 +258,23 @@ def _describe(error: BaseException) -> str:
 # ------------------------------------------------------------------ output
 
 
-def _render(results: list[dict[str, Any]], first_line: int, folder: Path) -> None:
+def _render(results: list[dict[str, Any]], first_line: int, folder: Path) -> int:
     """Pictures of the batch's predictions that have an image; the file name starts with the output
-    line number (so names are unique and sort in input order), then the input's `id` if any."""
+    line number (so names are unique and sort in input order), then the input's `id` if any.
+    Returns how many could not be drawn (each is logged with its line)."""
+    failed = 0
     for line, result in enumerate(results, start=first_line):
         if "error" in result or not result.get("image"):
             continue
         name = f"{line:06d}"
         if "id" in result:
             name += "-" + re.sub(r"[^A-Za-z0-9._-]+", "_", str(result["id"]))[:80]
-        save_prediction_picture(result, folder / f"{name}.png")
-
+        try:
+            save_prediction_picture(result, folder / f"{name}.png")
+        except Exception as error:  # noqa: BLE001 - a picture is a by-product; its line is written
+            failed += 1
+            logger.warning("line %d: no picture: %s", line, _describe(error))
+    return failed
 
 
 def to_json_line(result: dict[str, Any], encoding: str = "utf-8") -> str:

@@ -331,3 +331,25 @@ def test_tens_of_thousands_of_lines_stream_in_order_in_bounded_memory(hashing_ru
 def test_input_item_failure_echoes_line_source_and_id():
     item = InputItem(7, "data.txt:3", {"id": "x"})
     assert item.failure("bad") == {"line": 7, "source": "data.txt:3", "id": "x", "error": "bad"}
+
+
+def test_a_picture_that_cannot_be_drawn_costs_no_prediction(hashing_run, tmp_path, monkeypatch, caplog):
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps({"id": n, "tokens": ["x"], "image": f"img{n}"}) + "\n" for n in range(6)))
+    drawn = []
+
+    def flaky(result, path):
+        if result["id"] == 2:
+            raise OSError("no space left on device")
+        drawn.append(Path(path).name)
+
+    monkeypatch.setattr(predict_module, "save_prediction_picture", flaky)
+    output = tmp_path / "out.jsonl"
+    with caplog.at_level("WARNING", logger="fmit_plugin.commands.predict"):
+        errors = predict_file(str(hashing_run), str(source), str(output), batch_size=4, silent=True,
+                              render_dir=str(tmp_path / "pictures"))
+    assert errors == 0
+    assert [o["id"] for o in _outputs(output)] == list(range(6))
+    assert drawn == ["000001-0.png", "000002-1.png", "000004-3.png", "000005-4.png", "000006-5.png"]
+    assert any("line 3: no picture: OSError: no space left on device" in r.getMessage() for r in caplog.records)
+    assert any("1 pictures could not be drawn" in r.getMessage() for r in caplog.records)
