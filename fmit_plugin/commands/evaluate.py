@@ -2,6 +2,7 @@
 import argparse
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -51,6 +52,9 @@ def evaluate_archive(
 ) -> dict[str, Any]:
     if not Path(input_file).is_file():
         raise ConfigurationError(f"Input file not found: {input_file}")
+    for flag, target in (("--output-file", output_file), ("--predictions-output-file", predictions_output_file)):
+        if target and Path(target).exists() and os.path.samefile(input_file, target):
+            raise ConfigurationError(f"{flag} {target} is the input file: it would be overwritten")
     archive = load_archive(archive_file, cuda_device=cuda_device, overrides=overrides)
     config = archive.config
     loader_params = config.get("validation_data_loader", None) or config.get("data_loader")

@@ -117,6 +117,9 @@ def predict_file(
         raise ConfigurationError(f"--batch-size must be at least 1, got {batch_size}")
     if input_file != "-" and not Path(input_file).is_file():
         raise ConfigurationError(f"Input file not found: {input_file}")
+    if output_file and input_file != "-" and Path(output_file).exists() and os.path.samefile(input_file, output_file):
+        # Opening the output would empty the input before a line of it is read.
+        raise ConfigurationError(f"--output-file {output_file} is the input file: it would be overwritten")
     archive = load_archive(archive_file, cuda_device=cuda_device, overrides=overrides)
     name = predictor_name or archive.model.default_predictor or "sentence_tagger"
     predictor = Predictor.by_name(name)(archive.model, archive.validation_dataset_reader)

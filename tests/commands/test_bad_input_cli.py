@@ -125,3 +125,11 @@ def test_a_test_set_with_a_type_training_lacks_fails_before_training(tiny_bert, 
     assert f"{unseen}:6: word 2 ('Coachella') has label 'B-EVENT'" in line
     assert "only in test_data_path can be neither learnt nor scored" in line
     assert not (tmp_path / "run" / "best.th").exists()
+
+
+def test_evaluate_refuses_to_write_over_its_input(archive, tmp_path, capsys):
+    data = tmp_path / "data.txt"
+    shutil.copy(BAD_INPUT / "reader" / "good.txt", data)
+    for flag in ("--output-file", "--predictions-output-file"):
+        assert "is the input file" in _fails(["evaluate", str(archive), str(data), flag, str(data)], capsys)
+    assert data.read_bytes() == (BAD_INPUT / "reader" / "good.txt").read_bytes()

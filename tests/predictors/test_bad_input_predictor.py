@@ -353,3 +353,15 @@ def test_a_picture_that_cannot_be_drawn_costs_no_prediction(hashing_run, tmp_pat
     assert drawn == ["000001-0.png", "000002-1.png", "000004-3.png", "000005-4.png", "000006-5.png"]
     assert any("line 3: no picture: OSError: no space left on device" in r.getMessage() for r in caplog.records)
     assert any("1 pictures could not be drawn" in r.getMessage() for r in caplog.records)
+
+
+def test_output_file_that_is_the_input_is_refused_before_anything_is_lost(hashing_run, tmp_path):
+    from tango.common.exceptions import ConfigurationError
+
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"tokens": ["a"]}\n')
+    (tmp_path / "link.jsonl").symlink_to(source)
+    for output in (source, tmp_path / "link.jsonl"):
+        with pytest.raises(ConfigurationError, match="is the input file"):
+            predict_file(str(hashing_run), str(source), str(output), silent=True)
+    assert source.read_text() == '{"tokens": ["a"]}\n'
