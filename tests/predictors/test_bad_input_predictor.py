@@ -14,6 +14,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tango.common import Params
 
 from fmit_plugin.commands import main
 from fmit_plugin.commands import predict as predict_module
@@ -28,6 +29,7 @@ from fmit_plugin.commands.predict import (
 from fmit_plugin.data.twitter_mner import TwitterMnerReader
 from fmit_plugin.data.vocabulary import Vocabulary
 from fmit_plugin.models.crf_tagger import CrfTagger
+from fmit_plugin.models.model import Model
 from fmit_plugin.modules.token_embedders.pretrained_transformer_mismatched_embedder import (
     PretrainedTransformerMismatchedEmbedder,
 )
@@ -365,3 +367,31 @@ def test_output_file_that_is_the_input_is_refused_before_anything_is_lost(hashin
         with pytest.raises(ConfigurationError, match="is the input file"):
             predict_file(str(hashing_run), str(source), str(output), silent=True)
     assert source.read_text() == '{"tokens": ["a"]}\n'
+
+
+@pytest.fixture(scope="module")
+def fmit_predictor(tiny_bert):
+    encoder = {"type": "flat_lattice_transformer", "input_dim": 16, "num_layers": 1, "num_attention_heads": 2,
+               "feedforward_hidden_dim": 32, "dropout_prob": 0.0, "max_distance": 64}
+    params = {"type": "fmit", "encoder": encoder, "visual_dim": 8,
+              "text_field_embedder": {"type": "pretrained_transformer_mismatched", "model_name": str(tiny_bert)}}
+    torch.manual_seed(0)
+    model = Model.from_params(Params(params), vocab=Vocabulary({"labels": LABELS}))
+    return SentenceTaggerPredictor(model, TwitterMnerReader())
+
+
+def test_fmit_gives_one_tag_per_hostile_token(fmit_predictor):
+    inputs = [json.loads(line) for line in (PREDICTOR_FIXTURES / "hostile_tokens.jsonl").read_text().splitlines()]
+    answers = fmit_predictor.predict_batch_json(inputs)
+    for given_line, answer in zip(inputs, answers):
+        if "tokens" in given_line:
+            assert answer["tokens"] == given_line["tokens"]
+        assert len(answer["tags"]) == len(answer["tokens"]), given_line["id"]
+    assert len(answers[4]["tags"]) == 500
+
+
+@settings(max_examples=20, deadline=None)
+@given(batch=st.lists(RANDOM_TOKENS, min_size=1, max_size=3))
+def test_property_fmit_random_unicode_tokens_get_one_tag_each(fmit_predictor, batch):
+    answers = fmit_predictor.predict_batch_json([{"tokens": tokens} for tokens in batch])
+    assert [len(answer["tags"]) for answer in answers] == [len(tokens) for tokens in batch]
