@@ -12,7 +12,6 @@ from fmit_plugin.data.tweet_tokenizer import tokenize_tweet
 from fmit_plugin.models.model import Model
 from fmit_plugin.training.util import move_to_device
 
-
 # JSON's "\\ud800" escape decodes to a lone surrogate: a str no tokenizer (and no UTF-8 file) accepts.
 # A surrogate code point left in a Python str is always lone (json.loads joins valid pairs).
 _SURROGATE = re.compile("[\ud800-\udfff]")
