@@ -12,6 +12,7 @@ from typing import Any, Optional, Union
 
 import numpy
 import torch
+from tango.common.exceptions import ConfigurationError
 from tqdm import tqdm
 
 from fmit_plugin.data.data_loader import Batch
@@ -26,7 +27,12 @@ def resolve_device(cuda_device: Optional[Union[int, str]]) -> torch.device:
     if isinstance(cuda_device, str):
         return torch.device(cuda_device)
     if not torch.cuda.is_available():
-        raise RuntimeError(f"cuda_device={cuda_device} was asked for, but no GPU is available")
+        raise ConfigurationError(
+            f"cuda_device={cuda_device} was asked for, but no GPU is available: use -1 for the CPU "
+            "(CUDA_DEVICE=-1, or --cuda-device -1)"
+        )
+    if cuda_device >= torch.cuda.device_count():
+        raise ConfigurationError(f"cuda_device={cuda_device}, but this machine has {torch.cuda.device_count()} GPU(s)")
     return torch.device("cuda", cuda_device)
 
 
