@@ -1,0 +1,697 @@
+"""
+Speed and memory benchmark: what FMIT's interaction costs over the text encoder, and how it compares
+with a UMT-style cross-modal interaction (the paper's Table 3), all on the same batches.
+
+    python benchmarks/speed.py --device cpu --repeats 5 --output benchmarks/results/speed.json --publish
+
+Four groups (`--groups`), each row timed `--repeats` times after a warm-up, rows interleaved
+round-robin within a group so that load from other processes hits every row alike:
+
+1. `inference`: end-to-end prediction (collate, forward, CRF decoding, entity confidences) through
+   the `sentence_tagger` predictor under `torch.inference_mode`, for BERT-CRF and FMIT l = 1 / 3 / 6
+   built from the shipped configs, with a bert-base-sized encoder (random weights, 12 x 768) and
+   with the offline MiniLM;
+2. `training`: optimizer steps (forward with gold tags, the EBD branch included, backward, clip,
+   Adam) on the `--train-batches` batches of median length, the same rows;
+3. `interaction`: the interaction module alone on the same lattices (d = 512): FMIT l = 1 / 3 against
+   the UMT-style module (`umt_interaction`, 768 wide, 12 heads); plus, as context only, the UMT-style
+   module on the input sizes UMT's own code uses (every text padded to 128 word pieces, 49 regions);
+4. `fusion`: relative position fusion, the gather formulation (`forward`) against the literal
+   (L, L, 4d) x (4d, d) one (`naive_forward`), at lattice lengths 32 / 64 / 128, plus one FMIT l = 3
+   forward at batch 16 x 128 words + 8 objects.
+
+Batches: `--batches` batches of 16 tweets as the training data loader makes them (the "bucket"
+sampler over all of `--data`, Twitter-2015 train, or over tweets of a fixed length distribution when
+it is absent), those at evenly spaced length quantiles, deterministic from `--seed`; each tweet gets
+1-8 visual objects (random 2048-d features standing for precomputed ResNet-152 features, random word
+spans). Times are per call (all the batches of the row); tweets/s = tweets / median.
+
+Peak memory: on CUDA, `torch.cuda.max_memory_allocated` over one call minus what was allocated
+before it. On CPU, the process's resident-set high-water mark over one call minus the resident set
+before it (Linux: VmHWM is reset through /proc/self/clear_refs): memory the call actually touched,
+allocator caching included, so a little coarser than the CUDA figure.
+
+`--profile` adds the top operators (torch.profiler, self CPU time) of one call of chosen rows, and
+every inference row gets a breakdown of one call over the model's parts (forward hooks).
+`--render FILE [--publish]` measures nothing and renders the tables of an existing results file.
+Not a test: it takes about 20 minutes on 2 CPU cores.
+"""
+import argparse
+import contextlib
+import ctypes
+import ctypes.util
+import gc
+import json
+import logging
+import os
+import random
+import re
+import shlex
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+from tango.common import Params
+
+from fmit_plugin.common.model_paths import OFFLINE_TEXT_MODEL, resolve_model_path
+from fmit_plugin.common.params import load_config
+from fmit_plugin.common.plugins import import_plugins
+from fmit_plugin.data.data_loader import BucketBatchSampler, collate, collate_visual_objects
+from fmit_plugin.data.instance import TaggingInstance, VisualObjects
+from fmit_plugin.data.twitter_mner import TwitterMnerReader
+from fmit_plugin.data.vocabulary import Vocabulary
+from fmit_plugin.models.model import Model
+from fmit_plugin.modules.flat_lattice import build_flat_lattice
+from fmit_plugin.modules.flat_lattice_transformer import FlatLatticeTransformer
+from fmit_plugin.modules.relative_position_fusion import RelativePositionFusion
+from fmit_plugin.modules.umt_interaction import UmtInteraction
+from fmit_plugin.predictors.predictor import SentenceTaggerPredictor
+from fmit_plugin.training.util import move_to_device
+
+sys.path.insert(0, str(Path(__file__).parent))
+from accuracy import machine  # noqa: E402
+from readme_tables import markdown_table, publish  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "training_configs"
+LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-MISC", "I-MISC"]
+BATCH_SIZE = 16
+MAX_OBJECTS = 8
+VISUAL_DIM = 2048
+# Rows of groups 1 and 2: name -> shipped config.
+TAGGERS = {"BERT-CRF": "bert_crf.jsonnet", "FMIT l=1": "fmit_l1.jsonnet", "FMIT l=3": "fmit.jsonnet",
+           "FMIT l=6": "fmit_l6.jsonnet"}
+GROUPS = ("inference", "training", "interaction", "fusion")
+UMT_PUBLISHED_INPUTS = "UMT-style at UMT's input sizes (128 pieces + 49 regions; context)"
+
+Row = dict[str, Any]
+
+
+# ---------------------------------------------------------------------------------------- data
+def read_tweets(data: Optional[Path], rng: random.Random) -> list[list[str]]:
+    """The tweets of a Twitter MNER file when there is one, else 2048 tweets of a fixed vocabulary with
+    lengths from a fixed distribution close to Twitter-2015's (mean ~16 words, 3..40)."""
+    if data is not None and data.is_file():
+        tweets, words = [], []
+        for line in data.read_text(encoding="utf-8").splitlines():
+            if line.startswith("IMGID:"):
+                continue
+            if not line.strip():
+                if words:
+                    tweets.append(words)
+                words = []
+            else:
+                words.append(line.split("\t")[0])
+        if words:
+            tweets.append(words)
+        return tweets
+    vocabulary = ("RT @user the a of in on at with and to for from is was new big city team game news "
+                  "day night love vote live show music match park #nba #love London Paris Obama").split()
+    lengths = [min(40, max(3, round(rng.gauss(16, 7)))) for _ in range(2048)]
+    return [[rng.choice(vocabulary) for _ in range(length)] for length in lengths]
+
+
+def make_batches(data: Optional[Path], num_batches: int, seed: int) -> list[list[TaggingInstance]]:
+    """
+    `num_batches` batches of 16 tweets as training batches them: all tweets cut into batches by the
+    "bucket" sampler (length-sorted with 10% noise), of which the batches at evenly spaced quantiles
+    of length are kept, so that lengths and padding are representative. Each tweet then gets 1-8
+    visual objects (random 2048-d features, random spans of 1-3 words) and random BIO tags.
+    """
+    rng = random.Random(seed)
+    generator = torch.Generator().manual_seed(seed)
+    pool = [TaggingInstance(words) for words in read_tweets(data, rng)]
+    sampled = [batch for batch in BucketBatchSampler(BATCH_SIZE).batches(pool, epoch=seed) if len(batch) == BATCH_SIZE]
+    sampled.sort(key=lambda batch: sum(len(pool[i]) for i in batch))
+    chosen = [sampled[int((k + 0.5) * len(sampled) / num_batches)] for k in range(num_batches)]
+    batches = []
+    for batch in chosen:
+        instances = []
+        for words in (pool[i].words for i in batch):
+            objects = rng.randint(1, MAX_OBJECTS)
+            spans = []
+            for _ in range(objects):
+                first = rng.randrange(len(words))
+                spans.append([first, min(len(words) - 1, first + rng.randrange(3))])
+            features = torch.randn(objects, VISUAL_DIM, generator=generator).relu()
+            tags = [rng.choice(LABELS[:1] * 8 + LABELS[1::2]) for _ in words]  # B- after anything is valid BIO
+            instances.append(TaggingInstance(list(words), tags, visual=VisualObjects(features, torch.tensor(spans))))
+        batches.append(instances)
+    return batches
+
+
+def padding_use(batches: list[list[TaggingInstance]]) -> dict[str, float]:
+    """Share of the padded slots that hold something real: word slots, word pieces (MiniLM's uncased
+    WordPiece, [CLS] and [SEP] included) and lattice cells ([CLS], words, [SEP], objects)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(OFFLINE_TEXT_MODEL))
+    def pieces(instance: TaggingInstance) -> int:
+        return 2 + sum(len(p) or 1 for p in tokenizer(instance.words, add_special_tokens=False)["input_ids"])
+
+    def cells(instance: TaggingInstance) -> int:
+        return len(instance) + 2 + (len(instance.visual.spans) if instance.visual is not None else 1)
+
+    use = {}
+    sizers: tuple[tuple[str, Callable[[TaggingInstance], int]], ...] = (
+        ("word_slots", len), ("word_pieces", pieces), ("lattice_cells", cells))
+    for name, size in sizers:
+        sizes = [[size(instance) for instance in batch] for batch in batches]
+        use[name] = sum(map(sum, sizes)) / sum(max(row) * len(row) for row in sizes)
+    return use
+
+
+def write_bert_base(directory: Path) -> Path:
+    """A bert-base-sized BERT (12 layers, 768 wide, 12 heads, 3072) with random weights, using the
+    offline MiniLM's uncased WordPiece tokenizer (30522 pieces, bert-base-uncased's vocabulary)."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(OFFLINE_TEXT_MODEL))
+    tokenizer.save_pretrained(directory)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=768, num_hidden_layers=12,
+                        num_attention_heads=12, intermediate_size=3072, max_position_embeddings=512)
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(directory)
+    return directory
+
+
+# ---------------------------------------------------------------------------------------- measuring
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _load_libc() -> Optional[ctypes.CDLL]:
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        return libc if libc is not None and hasattr(libc, "malloc_trim") else None
+    except OSError:
+        return None
+
+
+_LIBC = _load_libc()
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _hwm_bytes() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+def peak_memory(call: Callable[[], Any], device: torch.device) -> Optional[int]:
+    """Bytes one `call` needs beyond what is already held (see the module docstring)."""
+    if device.type == "cuda":
+        synchronize(device)
+        before = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        call()
+        synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - before
+    # Give freed heap pages back to the OS first, so that what the call touches shows in the
+    # resident set again rather than hiding in pages glibc kept from earlier calls.
+    gc.collect()
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+    try:
+        before = _rss_bytes()
+        with open("/proc/self/clear_refs", "w") as clear:
+            clear.write("5")  # resets VmHWM to the current resident set
+    except OSError:
+        return None
+    call()
+    return max(0, _hwm_bytes() - before)
+
+
+def run_interleaved(rows: dict[str, Callable[[], Any]], repeats: int, warmup: int, device: torch.device,
+                    sets: Optional[dict[str, Callable[[], Any]]] = None) -> dict[str, list[float]]:
+    """Seconds per call of every row, `repeats` rounds of one call each in turn (after `warmup`)."""
+    for call in rows.values():
+        for _ in range(warmup):
+            call()
+    times: dict[str, list[float]] = {name: [] for name in rows}
+    for _ in range(repeats):
+        for name, call in rows.items():
+            if sets is not None and name in sets:
+                sets[name]()
+            synchronize(device)
+            start = time.perf_counter()
+            call()
+            synchronize(device)
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def summary(seconds: list[float], per_call_items: int) -> Row:
+    ordered = sorted(seconds)
+    quartiles = statistics.quantiles(ordered, n=4) if len(ordered) >= 2 else [ordered[0]] * 3
+    median = statistics.median(ordered)
+    return {
+        "median_s": median, "q1_s": quartiles[0], "q3_s": quartiles[2], "min_s": ordered[0],
+        "max_s": ordered[-1], "repeats": len(ordered), "items_per_s": per_call_items / median,
+        "times_s": seconds,
+    }
+
+
+def paired_ratio(numerator: list[float], denominator: list[float]) -> Row:
+    """Median and range of the per-round ratios (rows of a round ran back to back, under the same load)."""
+    ratios = sorted(a / b for a, b in zip(numerator, denominator))
+    return {"median": statistics.median(ratios), "min": ratios[0], "max": ratios[-1]}
+
+
+def top_operators(call: Callable[[], Any], device: torch.device, limit: int = 12) -> list[Row]:
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as profiler:
+        call()
+        synchronize(device)
+    events = sorted(profiler.key_averages(), key=lambda event: event.self_cpu_time_total, reverse=True)
+    total = sum(event.self_cpu_time_total for event in events) or 1
+    return [
+        {"op": event.key, "calls": event.count, "self_cpu_ms": event.self_cpu_time_total / 1000,
+         "share": event.self_cpu_time_total / total}
+        for event in events[:limit]
+    ]
+
+
+COMPONENTS = ("text_field_embedder", "projection", "encoder", "tagging_head", "boundary_encoder", "boundary_head")
+
+
+def component_seconds(model: Model, call: Callable[[], Any], device: torch.device) -> dict[str, float]:
+    """Wall time of one `call` spent in each top-level part of the model (forward hooks), the rest
+    being decoding, entity confidences, lattice building, collation and glue."""
+    spent: dict[str, float] = {}
+    started: dict[str, float] = {}
+    handles = []
+    for name in COMPONENTS:
+        module = getattr(model, name, None)
+        if not isinstance(module, torch.nn.Module):
+            continue
+
+        def before(*_: Any, name: str = name) -> None:
+            synchronize(device)
+            started[name] = time.perf_counter()
+
+        def after(*_: Any, name: str = name) -> None:
+            synchronize(device)
+            spent[name] = spent.get(name, 0.0) + time.perf_counter() - started[name]
+
+        handles += [module.register_forward_pre_hook(before), module.register_forward_hook(after)]
+    synchronize(device)
+    start = time.perf_counter()
+    call()
+    synchronize(device)
+    total = time.perf_counter() - start
+    for handle in handles:
+        handle.remove()
+    spent["rest"] = total - sum(spent.values())
+    spent["total"] = total
+    return spent
+
+
+# ---------------------------------------------------------------------------------------- groups 1-2
+def build_tagger(config: str, text_model: str, vocab: Vocabulary, device: torch.device) -> Model:
+    os.environ["TEXT_MODEL"] = text_model
+    params = load_config(CONFIGS / config)
+    model = Model.from_params(Params(params.as_dict()["model"]), vocab=vocab)
+    return model.to(device)
+
+
+def autocast(device: torch.device, bf16: bool) -> Any:
+    if bf16 and device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def tagger_groups(args: argparse.Namespace, batches: list[list[TaggingInstance]], device: torch.device,
+                  results: dict[str, Any]) -> None:
+    vocab = Vocabulary({"labels": LABELS})
+    encoders = {}
+    with tempfile.TemporaryDirectory(prefix="speed_bert_base_") as folder:
+        if "bert-base" in args.encoders:
+            encoders["bert-base (random, 12 x 768)"] = str(write_bert_base(Path(folder)))
+        if "minilm" in args.encoders:
+            encoders["MiniLM (offline, 6 x 384)"] = OFFLINE_TEXT_MODEL
+        tweets = sum(len(batch) for batch in batches)
+        for encoder_name, text_model in encoders.items():
+            torch.manual_seed(0)
+            models = {name: build_tagger(config, text_model, vocab, device) for name, config in TAGGERS.items()}
+            if "inference" in args.groups:
+                rows = {}
+                for name, model in models.items():
+                    model.eval()
+                    predictor = SentenceTaggerPredictor(model, TwitterMnerReader())
+
+                    def predict(predictor: SentenceTaggerPredictor = predictor) -> None:
+                        with autocast(device, args.bf16):
+                            for batch in batches:
+                                predictor.predict_instances(batch)
+
+                    rows[name] = predict
+                record_group(results, "inference", encoder_name, rows, tweets, args, device)
+                for name, model in models.items():
+                    results["groups"]["inference"][encoder_name]["rows"][name]["components_s"] = component_seconds(
+                        model, rows[name], device)
+            if "training" in args.groups:
+                # The batches of median length, --train-batches of them (a bert-base-sized step is slow on CPU).
+                middle = max(0, (len(batches) - args.train_batches) // 2)
+                train_batches = batches[middle : middle + args.train_batches]
+                collated = [collate(batch, vocab) for batch in train_batches]
+                rows = {}
+                for name, model in models.items():
+                    model.train()
+                    optimizer = torch.optim.Adam(model.parameters(), lr=1e-5)
+
+                    def step(model: Model = model, optimizer: torch.optim.Optimizer = optimizer,
+                             collated: list[dict[str, Any]] = collated) -> None:
+                        # As the trainer's inner loop: forward with tags, backward, clip, step.
+                        for batch in collated:
+                            with autocast(device, args.bf16):
+                                loss = model(**move_to_device(batch, device))["loss"]
+                            loss.backward()
+                            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.grad is not None], 5.0)
+                            optimizer.step()
+                            optimizer.zero_grad(set_to_none=True)
+
+                    rows[name] = step
+                record_group(results, "training", encoder_name, rows, sum(len(b) for b in train_batches), args, device)
+                for name, model in models.items():
+                    results["groups"]["training"][encoder_name]["rows"][name]["components_s"] = component_seconds(
+                        model, rows[name], device)
+            del models
+
+
+def record_group(results: dict[str, Any], group: str, setting: str, rows: dict[str, Callable[[], Any]],
+                 items: int, args: argparse.Namespace, device: torch.device, baseline: Optional[str] = None,
+                 extra: Optional[dict[str, Row]] = None) -> None:
+    repeats = args.fusion_repeats if group == "fusion" else args.repeats
+    logging.info("%s / %s: %s (%d rounds)", group, setting, ", ".join(rows), repeats)
+    times = run_interleaved(rows, repeats, args.warmup, device)
+    baseline = baseline or next(iter(rows))
+    entry: dict[str, Any] = {"baseline": baseline, "rows": {}}
+    for name, call in rows.items():
+        row = summary(times[name], items)
+        row["ratio_to_baseline"] = paired_ratio(times[name], times[baseline])
+        row["peak_memory_bytes"] = peak_memory(call, device)
+        if extra and name in extra:
+            row.update(extra[name])
+        if args.profile and any(re.search(pattern, f"{group}/{setting}/{name}") for pattern in args.profile):
+            row["top_operators"] = top_operators(call, device)
+        entry["rows"][name] = row
+        logging.info("  %-28s median %.4f s (IQR %.4f-%.4f), x%.2f of %s, peak %s MiB", name, row["median_s"],
+                     row["q1_s"], row["q3_s"], row["ratio_to_baseline"]["median"], baseline,
+                     _mib(row["peak_memory_bytes"]))
+    results["groups"].setdefault(group, {})[setting] = entry
+
+
+# ---------------------------------------------------------------------------------------- groups 3-4
+def lattices(batches: list[list[TaggingInstance]], dim: int, device: torch.device) -> list[dict[str, torch.Tensor]]:
+    """Flat lattices of the batches' shapes (random projected words and objects)."""
+    generator = torch.Generator().manual_seed(1)
+    out = []
+    for batch in batches:
+        collated = collate_visual_objects(batch)
+        word_count = max(len(instance) for instance in batch)
+        word_mask = torch.tensor([[i < len(instance) for i in range(word_count)] for instance in batch])
+        words = torch.randn(len(batch), word_count, dim, generator=generator)
+        objects = torch.randn(*collated["object_mask"].shape, dim, generator=generator)
+        lattice = build_flat_lattice(words, word_mask, objects, collated["object_mask"], collated["object_spans"],
+                                     torch.randn(dim, generator=generator), torch.randn(dim, generator=generator))
+        out.append(move_to_device({"inputs": lattice.embeddings, "mask": lattice.mask, "head": lattice.head,
+                                   "tail": lattice.tail, "visual_mask": lattice.object_cell_mask()}, device))
+    return out
+
+
+def parameter_count(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def interaction_group(args: argparse.Namespace, batches: list[list[TaggingInstance]], device: torch.device,
+                      results: dict[str, Any]) -> None:
+    torch.manual_seed(0)
+    inputs = lattices(batches, 512, device)
+    modules: dict[str, torch.nn.Module] = {
+        "FMIT l=1": FlatLatticeTransformer(num_layers=1),
+        "FMIT l=3": FlatLatticeTransformer(num_layers=3),
+        "UMT-style (768, 12 heads)": UmtInteraction(input_dim=512),
+    }
+    rows = {}
+    for name, module in modules.items():
+        module.to(device).eval()
+        takes_positions = isinstance(module, FlatLatticeTransformer)
+
+        def encode(module: torch.nn.Module = module, takes_positions: bool = takes_positions) -> None:
+            with torch.inference_mode(), autocast(device, args.bf16):
+                for lattice in inputs:
+                    if takes_positions:
+                        module(lattice["inputs"], lattice["mask"], head=lattice["head"], tail=lattice["tail"])
+                    else:
+                        module(lattice["inputs"], lattice["mask"], visual_mask=lattice["visual_mask"])
+
+        rows[name] = encode
+    # Context, not the comparison: the input sizes UMT's own code feeds its interaction, every text
+    # padded to 128 word pieces and 49 regions (a 7 x 7 ResNet grid) per image, for as many tweets.
+    published = UMT_PUBLISHED_INPUTS
+    umt = modules["UMT-style (768, 12 heads)"]
+    padded_cells = 128 + 49
+    padded = [
+        {"inputs": torch.randn(lattice["inputs"].size(0), padded_cells, 512, device=device),
+         "visual_mask": torch.arange(padded_cells, device=device).expand(lattice["inputs"].size(0), -1) >= 128}
+        for lattice in inputs
+    ]
+
+    def encode_padded() -> None:
+        with torch.inference_mode(), autocast(device, args.bf16):
+            for lattice in padded:
+                umt(lattice["inputs"], None, visual_mask=lattice["visual_mask"])
+
+    rows[published] = encode_padded
+    modules[published] = umt
+    extra = {name: {"parameters": parameter_count(module)} for name, module in modules.items()}
+    tweets = sum(len(batch) for batch in batches)
+    record_group(results, "interaction", "d = 512, same lattices", rows, tweets, args, device,
+                 baseline="FMIT l=1", extra=extra)
+
+
+def positions(batch_size: int, cells: int, objects: int, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
+    """head / tail of full lattices of `cells` cells: [CLS], n words, [SEP], `objects` objects."""
+    words = cells - 2 - objects
+    head = torch.arange(cells).repeat(batch_size, 1)
+    head[:, words + 2 :] = torch.randint(1, words + 1, (batch_size, objects), generator=generator)
+    tail = head.clone()
+    tail[:, words + 2 :] = (head[:, words + 2 :] + torch.randint(0, 3, (batch_size, objects), generator=generator)
+                            ).clamp(max=words)
+    return head, tail
+
+
+def fusion_group(args: argparse.Namespace, device: torch.device, results: dict[str, Any]) -> None:
+    generator = torch.Generator().manual_seed(2)
+    torch.manual_seed(0)
+    fusion = RelativePositionFusion(512).to(device).eval()
+    for length in args.fusion_lengths:
+        head, tail = (t.to(device) for t in positions(BATCH_SIZE, length, MAX_OBJECTS, generator))
+
+        def gather(head: torch.Tensor = head, tail: torch.Tensor = tail) -> None:
+            with torch.inference_mode():
+                fusion(head, tail)
+
+        def naive(head: torch.Tensor = head, tail: torch.Tensor = tail) -> None:
+            with torch.inference_mode():
+                fusion.naive_forward(head, tail)
+
+        record_group(results, "fusion", f"L = {length}", {"gather": gather, "naive (L, L, 4d) x (4d, d)": naive},
+                     BATCH_SIZE, args, device, baseline="gather")
+    # One FMIT l = 3 forward at the paper's longest windows: 128 words + 8 objects (138 cells).
+    encoder = FlatLatticeTransformer(num_layers=3).to(device).eval()
+    head, tail = (t.to(device) for t in positions(BATCH_SIZE, 128 + 2 + MAX_OBJECTS, MAX_OBJECTS, generator))
+    inputs = torch.randn(BATCH_SIZE, head.size(1), 512, device=device)
+
+    def forward() -> None:
+        with torch.inference_mode(), autocast(device, args.bf16):
+            encoder(inputs, None, head=head, tail=tail)
+
+    relative_bytes = BATCH_SIZE * head.size(1) ** 2 * 512 * 4
+    record_group(results, "fusion", "FMIT l=3 forward, 16 x (128 words + 8 objects)", {"FMIT l=3": forward},
+                 BATCH_SIZE, args, device, extra={"FMIT l=3": {"R_bytes": relative_bytes}})
+
+
+# ---------------------------------------------------------------------------------------- report
+def _mib(value: Optional[int]) -> str:
+    return "n/a" if value is None else f"{value / 2**20:.0f}"
+
+
+def _ratio(row: Row) -> str:
+    ratio = row["ratio_to_baseline"]
+    return f"{ratio['median']:.2f} ({ratio['min']:.2f}-{ratio['max']:.2f})"
+
+
+def _time(row: Row) -> str:
+    return f"{1000 * row['median_s']:.0f} ({1000 * row['q1_s']:.0f}-{1000 * row['q3_s']:.0f})"
+
+
+def render(results: dict[str, Any]) -> str:
+    info = results["machine"]
+    padding = results["padding"]
+    lines = [
+        f"Machine: {info['processor']}, {info['cpu_count']} CPUs, torch {info['torch']} with "
+        f"{info['torch_threads']} threads, device `{results['device']}`"
+        + (f" ({info['cuda']})" if info.get("cuda") else "") + f"; {results['tweets_per_batch_set']} tweets in "
+        f"{results['batches']} batches of 16 ({results['words_per_tweet']:.1f} words and "
+        f"{results['objects_per_tweet']:.1f} objects per tweet, from {results['data_name']}; real share of the "
+        f"padded word slots {100 * padding['word_slots']:.0f}%, word pieces {100 * padding['word_pieces']:.0f}%, "
+        f"lattice cells {100 * padding['lattice_cells']:.0f}%); "
+        f"{results['repeats']} rounds ({results['fusion_repeats']} for the fusion). "
+        f"Command: `{results['command']}`.",
+        "Times are milliseconds per set of batches, median (interquartile range); ratios are medians (range) "
+        "of per-round ratios to the group's first row.",
+        "",
+    ]
+    groups = results["groups"]
+    titles = {"inference": "End-to-end inference (predictor, `inference_mode`)",
+              "training": "Training step (forward + EBD + backward + Adam)"}
+    for group in ("inference", "training"):
+        for setting, entry in groups.get(group, {}).items():
+            lines.append(f"**{titles[group]}, {setting}**")
+            lines.append("")
+            rows = [[name, _time(row), f"{row['items_per_s']:.1f}", _ratio(row), _mib(row["peak_memory_bytes"])]
+                    for name, row in entry["rows"].items()]
+            lines.append(markdown_table(["model", "ms", "tweets/s", "x BERT-CRF", "peak MiB"], rows))
+    breakdown = [
+        [f"{name}, {setting}"] + [_share(row["components_s"], part) for part in ("text_field_embedder", "projection",
+                                                                              "encoder", "rest")]
+        for setting, entry in groups.get("inference", {}).items()
+        for name, row in entry["rows"].items() if "components_s" in row
+    ]
+    if breakdown:
+        lines.append("**Where inference time goes** (one call timed with forward hooks: ms and share; *rest* is "
+                     "lattice building, CRF emissions and decoding, entity confidences, collation)")
+        lines.append("")
+        lines.append(markdown_table(["model", "text encoder", "projection (Eq 1-2)", "interaction", "rest"],
+                                    breakdown))
+    for setting, entry in groups.get("interaction", {}).items():
+        lines.append(f"**Interaction module alone ({setting}, `inference_mode`)**")
+        lines.append("")
+        rows = [[name, f"{row['parameters'] / 1e6:.1f}M", _time(row), f"{row['items_per_s']:.0f}", _ratio(row),
+                 _mib(row["peak_memory_bytes"])] for name, row in entry["rows"].items()]
+        lines.append(markdown_table(["module", "parameters", "ms", "tweets/s", "x FMIT l=1", "peak MiB"], rows))
+    fusion = groups.get("fusion", {})
+    if fusion:
+        lines.append("**Relative position fusion, batch 16 (`inference_mode`)**")
+        lines.append("")
+        rows = []
+        for setting, entry in fusion.items():
+            for name, row in entry["rows"].items():
+                label = f"{setting}: {name}"
+                if "R_bytes" in row:
+                    label += f" (R alone: {row['R_bytes'] / 2**20:.0f} MiB)"
+                rows.append([label, _time(row), _ratio(row) if name != entry["baseline"] else "1",
+                             _mib(row["peak_memory_bytes"])])
+        lines.append(markdown_table(["setting", "ms", "x gather", "peak MiB"], rows))
+    profiled = [
+        [f"{group} / {setting} / {name}", ", ".join(f"{op['op'].replace('aten::', '')} {100 * op['share']:.0f}%"
+                                                   for op in row["top_operators"][:5])]
+        for group, settings in groups.items() for setting, entry in settings.items()
+        for name, row in entry["rows"].items() if "top_operators" in row
+    ]
+    if profiled:
+        lines.append("**Top operators** (torch.profiler, share of self CPU time of one call)")
+        lines.append("")
+        lines.append(markdown_table(["row", "operators"], profiled))
+    return "\n".join(lines)
+
+
+def _share(components: dict[str, float], part: str) -> str:
+    seconds = components.get(part)
+    if seconds is None:
+        return "-"
+    return f"{1000 * seconds:.0f} ({100 * seconds / components['total']:.0f}%)"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--batches", type=int, default=3, help="batches of 16 tweets per timed call")
+    parser.add_argument("--train-batches", type=int, default=1, help="of those, per timed training call")
+    parser.add_argument("--fusion-repeats", type=int, default=3, help="rounds of the fusion group")
+    parser.add_argument("--groups", nargs="+", default=list(GROUPS), choices=GROUPS)
+    parser.add_argument("--encoders", nargs="+", default=["bert-base", "minilm"], choices=["bert-base", "minilm"])
+    parser.add_argument("--fusion-lengths", type=int, nargs="+", default=[32, 64, 128])
+    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "twitter2015" / "train.txt"))
+    parser.add_argument("--seed", type=int, default=13370)
+    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA only)")
+    parser.add_argument("--profile", nargs="*", default=[],
+                        help="regexes over 'group/setting/row': profile one call of those rows")
+    parser.add_argument("--output", help="results JSON file")
+    parser.add_argument("--publish", action="store_true", help="write the README table (speed)")
+    parser.add_argument("--render", help="measure nothing: render (and --publish) this results file")
+    args = parser.parse_args()
+    if args.render:
+        table = render(json.loads(Path(args.render).read_text()))
+        print(table)
+        if args.publish:
+            publish("speed", table)
+        return
+    if not args.output:
+        parser.error("--output is required")
+    logging.basicConfig(format="%(asctime)s - %(message)s", level=logging.INFO)
+    for noisy in ("transformers", "huggingface_hub"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import_plugins()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    data = Path(args.data) if args.data else None
+    batches = make_batches(data, args.batches, args.seed)
+    results: dict[str, Any] = {
+        "command": shlex.join(["python", *sys.argv]),
+        "machine": machine(),
+        "torch_num_threads": torch.get_num_threads(),
+        "device": str(device),
+        "bf16": args.bf16 and device.type == "cuda",
+        "repeats": args.repeats,
+        "fusion_repeats": args.fusion_repeats,
+        "train_batches": args.train_batches,
+        "batches": len(batches),
+        "tweets_per_batch_set": sum(len(batch) for batch in batches),
+        "data": str(data) if data is not None and data.is_file() else "fixed length distribution",
+        "data_name": (f"{data.parent.name}/{data.name}" if data is not None and data.is_file()
+                      else "a fixed length distribution"),
+        "words_per_tweet": statistics.mean(len(i) for batch in batches for i in batch),
+        "objects_per_tweet": statistics.mean(len(i.visual.spans) for batch in batches for i in batch if i.visual),
+        "padding": padding_use(batches),
+        "groups": {},
+    }
+    started = time.time()
+    if "inference" in args.groups or "training" in args.groups:
+        tagger_groups(args, batches, device, results)
+    if "interaction" in args.groups:
+        interaction_group(args, batches, device, results)
+    if "fusion" in args.groups:
+        fusion_group(args, device, results)
+    results["wall_seconds"] = time.time() - started
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
+    table = render(results)
+    print(table)
+    if args.publish:
+        publish("speed", table)
+
+
+if __name__ == "__main__":
+    main()
