@@ -12,6 +12,7 @@ import logging
 import os
 import tarfile
 import tempfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
@@ -164,7 +165,7 @@ def load_archive(
                     assert tar.fileobj is not None
                     while tar.fileobj.read(1 << 20):
                         pass
-            except (tarfile.TarError, EOFError, OSError) as error:
+            except (tarfile.TarError, EOFError, OSError, zlib.error) as error:
                 raise ConfigurationError(
                     f"{archive_file} is not a readable model archive (corrupt or truncated?): {error}"
                 ) from error

@@ -1,6 +1,8 @@
+import gzip
 import hashlib
 import json
 import tarfile
+import zlib
 from pathlib import Path
 
 import pytest
@@ -109,16 +111,29 @@ def test_every_truncation_is_a_clear_error_never_a_model(small_run, tmp_path):
             load_archive(path)
 
 
+def _inflates_to(data: bytes) -> bytes | None:
+    try:
+        return gzip.decompress(data)
+    except (OSError, EOFError, zlib.error):
+        return None
+
+
 def test_flipped_bytes_are_clear_errors_never_a_model(small_run, tmp_path):
     data = (small_run / "model.tar.gz").read_bytes()
+    content = gzip.decompress(data)
     path = tmp_path / "flipped.tar.gz"
+    checked = 0
     # from the end of the gzip header (its last field, the original file name, is not checked)
     for position in range(data.index(b"\x00", 10) + 1, len(data), 97):
         damaged = bytearray(data)
         damaged[position] ^= 0x5A
+        if _inflates_to(bytes(damaged)) == content:
+            continue  # only bits deflate ignores (the padding of its last byte) changed: not damage
         path.write_bytes(bytes(damaged))
         with pytest.raises(ConfigurationError, match=str(path)):
             load_archive(path)
+        checked += 1
+    assert checked >= 10
 
 
 def test_swapped_vocabulary_of_the_same_size_is_refused(small_run, tmp_path):
