@@ -127,7 +127,8 @@ def table(dataset: str, results_dir: Path) -> str:
         if not isinstance(result, dict) or "mean_test" not in result or Path(result["data_dir"]).name != dataset:
             continue
         mean, runs = result["mean_test"], result["runs"]
-        commands.append(result["command"])
+        commands.append(f"{result['command']}` ({result['machine']['torch_threads']} torch thread(s), "
+                        f"{result['machine']['cpu_count']} cores")
         name = Path(result["config"]).stem
         cells = [f"{100 * mean.get(f'f1-measure-{t}', 0.0):.2f}" for t in TYPES]
         cells += [f"{100 * mean[f'{m}-overall']:.2f}" for m in ("precision", "recall", "f1-measure")]
@@ -138,7 +139,7 @@ def table(dataset: str, results_dir: Path) -> str:
         if paper is not None:
             rows.append([f"paper, {PAPER_ROW[name]}", *(f"{value:.2f}" for value in paper), "", ""])
     header = ["row", *(f"F1 {t}" for t in TYPES), "P", "R", "F1", "epochs", "s / epoch"]
-    return markdown_table(header, rows) + "\n" + "\n".join(f"`{command}`  " for command in commands) + "\n"
+    return markdown_table(header, rows) + "\n" + "\n".join(f"`{command})  " for command in commands) + "\n"
 
 
 if __name__ == "__main__":
