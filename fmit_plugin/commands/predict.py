@@ -3,9 +3,10 @@
 
 The pipeline is three small steps, each replaceable: `_input_items` turns the input into numbered
 items (parsed JSON, an instance from the dataset reader, or the exception that made a line bad),
-`_predict_batch` turns a batch of items into exactly as many results (a bad item gets a result with
-an `"error"` field), and `PredictionWriter` writes and flushes each batch's results as they come.
-Nothing holds more than one batch, so memory stays flat over any number of lines.
+`_predict_batch` turns a window of items into exactly as many results (a bad item gets a result with
+an `"error"` field), and `PredictionWriter` writes and flushes each window's results as they come.
+Inside a window the tweets are batched by length, so batches carry little padding; nothing holds
+more than one window, so memory stays flat over any number of lines.
 """
 import argparse
 import json
@@ -43,6 +44,9 @@ class Predict(Subcommand):
         subparser.add_argument("--output-file", help="where to write the JSON lines (default: stdout)")
         subparser.add_argument("--predictor", help="a registered Predictor (default: the model's own)")
         subparser.add_argument("--batch-size", type=int, default=32)
+        subparser.add_argument("--sort-window", type=int,
+                               help="lines read ahead and batched by length (default: 8 batches from a file, "
+                               "1 batch from stdin); output stays in input order")
         subparser.add_argument("--cuda-device", type=int, default=-1)
         subparser.add_argument("--silent", action="store_true", help="do not echo predictions to stdout")
         subparser.add_argument("--use-dataset-reader", action="store_true",
@@ -59,7 +63,7 @@ class Predict(Subcommand):
 def predict_from_args(args: argparse.Namespace) -> None:
     errors = predict_file(
         args.archive_file, args.input_file, args.output_file, args.predictor, args.batch_size,
-        args.cuda_device, args.silent, args.use_dataset_reader, args.overrides, args.render_dir,
+        args.cuda_device, args.silent, args.use_dataset_reader, args.overrides, args.render_dir, args.sort_window,
     )
     if errors and not args.skip_errors:
         print(f"{errors} input lines could not be tagged (see their \"error\" fields)", file=sys.stderr)
@@ -109,12 +113,21 @@ def predict_file(
     use_dataset_reader: bool = False,
     overrides: str = "",
     render_dir: Optional[str] = None,
+    sort_window: Optional[int] = None,
 ) -> int:
     """Tag `input_file`; returns how many lines failed. Each failed line still gets an output line
     holding an `"error"` field, so outputs and inputs always line up. With `render_dir`, every
-    prediction with an image is also drawn there (`NNNNNN[-id].png`, N its output line)."""
+    prediction with an image is also drawn there (`NNNNNN[-id].png`, N its output line).
+
+    Lines are read `sort_window` at a time (default: 8 batches from a file; one batch from stdin,
+    so that someone typing lines gets answers batch by batch, as with AllenNLP) and batched by
+    length inside the window: random tweet lengths would otherwise leave much of each batch padding."""
     if batch_size < 1:
         raise ConfigurationError(f"--batch-size must be at least 1, got {batch_size}")
+    if sort_window is None:
+        sort_window = batch_size if input_file == "-" else 8 * batch_size
+    if sort_window < batch_size:
+        raise ConfigurationError(f"--sort-window ({sort_window}) must be at least --batch-size ({batch_size})")
     if input_file != "-" and not Path(input_file).is_file():
         raise ConfigurationError(f"Input file not found: {input_file}")
     if output_file and input_file != "-" and Path(output_file).exists() and os.path.samefile(input_file, output_file):
@@ -132,8 +145,8 @@ def predict_file(
     unrendered = 0
     with PredictionWriter(output_file, echo=not silent) as writer:
         items = _input_items(input_file, archive.validation_dataset_reader if use_dataset_reader else None)
-        for batch in _batches(items, batch_size):
-            results = _predict_batch(predictor, batch)
+        for window in _batches(items, sort_window):
+            results = _predict_batch(predictor, window, batch_size)
             errors += sum(1 for result in results if "error" in result)
             first_line = writer.lines_written + 1
             # The lines first: a picture that cannot be drawn must not cost its prediction.
@@ -205,10 +218,13 @@ def _batches(items: Iterable[InputItem], batch_size: int) -> Iterator[list[Input
 # ------------------------------------------------------------------ prediction
 
 
-def _predict_batch(predictor: Predictor, items: list[InputItem]) -> list[dict[str, Any]]:
-    """Exactly one result per item, in order. The good items are predicted together; a bad item
-    becomes its `failure` in its place. If the model fails on the batch, the items are retried one
-    by one, so only the item that breaks the model fails."""
+def _predict_batch(
+    predictor: Predictor, items: list[InputItem], batch_size: Optional[int] = None
+) -> list[dict[str, Any]]:
+    """Exactly one result per item, in order. The good items are predicted in batches of
+    `batch_size` (default: all together) made of tweets of similar length; a bad item becomes its
+    `failure` in its place. If the model fails on a batch, its items are retried one by one, so only
+    the item that breaks the model fails."""
     results: list[Optional[dict[str, Any]]] = [None] * len(items)
     instances: list[TaggingInstance] = []
     slots: list[int] = []
@@ -226,20 +242,24 @@ def _predict_batch(predictor: Predictor, items: list[InputItem]) -> list[dict[st
             slots.append(slot)
         except Exception as error:  # noqa: BLE001 - any failure here belongs to this line only
             results[slot] = item.failure(_describe(error))
-    if instances:
+    by_length = sorted(range(len(instances)), key=lambda k: len(instances[k]))
+    size = batch_size or max(len(instances), 1)
+    for start in range(0, len(by_length), size):
+        chosen = by_length[start : start + size]
+        batch = [instances[k] for k in chosen]
         try:
-            predicted = _predict_checked(predictor, instances)
+            predicted = _predict_checked(predictor, batch)
         except Exception as error:  # noqa: BLE001
-            if len(instances) > 1:
+            if len(batch) > 1:
                 logger.warning("The model failed on a batch (%s); retrying its lines one by one", _describe(error))
             predicted = []
-            for slot, instance in zip(slots, instances):
+            for k, instance in zip(chosen, batch):
                 try:
                     predicted.extend(_predict_checked(predictor, [instance]))
                 except Exception as single_error:  # noqa: BLE001
-                    predicted.append(items[slot].failure(f"the model failed on this input: {_describe(single_error)}"))
-        for slot, result in zip(slots, predicted):
-            results[slot] = result
+                    predicted.append(items[slots[k]].failure(f"the model failed on this input: {_describe(single_error)}"))
+        for k, result in zip(chosen, predicted):
+            results[slots[k]] = result
     assert all(result is not None for result in results)
     return [result for result in results if result is not None]
 

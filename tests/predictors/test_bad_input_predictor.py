@@ -15,6 +15,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tango.common import Params
+from tango.common.exceptions import ConfigurationError
 
 from fmit_plugin.commands import main
 from fmit_plugin.commands import predict as predict_module
@@ -141,7 +142,38 @@ def test_a_line_that_breaks_the_model_costs_only_that_line(hashing_run, tmp_path
     assert all("error" not in o and len(o["tags"]) == 2 for i, o in enumerate(outputs) if i != 4)
 
 
-def test_an_interrupted_run_keeps_every_batch_written_so_far(hashing_run, tmp_path, monkeypatch):
+def test_batches_are_made_of_similar_lengths_and_answers_keep_input_order(hashing_run, tmp_path, monkeypatch):
+    """Lengths alternating 1 and 30 words: read in windows of 8 lines, every batch of 4 holds one
+    length only (input order would mix them in every batch), and output line n still answers line n.
+    A window of one batch keeps the lines of each batch together."""
+    lengths = [1 if n % 2 else 30 for n in range(16)]
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps({"id": n, "tokens": [f"w{n}"] * k}) + "\n"
+                              for n, k in enumerate(lengths)), encoding="utf-8")
+    original = SentenceTaggerPredictor.predict_instances
+    batches: list[list[int]] = []
+
+    def recording(self, instances):
+        batches.append([len(instance) for instance in instances])
+        return original(self, instances)
+
+    monkeypatch.setattr(SentenceTaggerPredictor, "predict_instances", recording)
+    output = tmp_path / "out.jsonl"
+    assert predict_file(str(hashing_run), str(source), str(output), batch_size=4, silent=True, sort_window=8) == 0
+    assert len(batches) == 4 and all(len(set(batch)) == 1 for batch in batches), batches
+    outputs = _outputs(output)
+    assert [o["id"] for o in outputs] == list(range(16))
+    assert [o["tokens"] for o in outputs] == [[f"w{n}"] * k for n, k in enumerate(lengths)]
+    assert all(len(o["tags"]) == len(o["tokens"]) for o in outputs)
+
+    batches.clear()
+    predict_file(str(hashing_run), str(source), str(output), batch_size=4, silent=True, sort_window=4)
+    assert batches == [sorted(lengths[start : start + 4]) for start in range(0, 16, 4)]
+    with pytest.raises(ConfigurationError, match=r"--sort-window \(2\) must be at least --batch-size \(4\)"):
+        predict_file(str(hashing_run), str(source), str(output), batch_size=4, sort_window=2)
+
+
+def test_an_interrupted_run_keeps_every_window_written_so_far(hashing_run, tmp_path, monkeypatch):
     source = tmp_path / "in.jsonl"
     source.write_text("".join(json.dumps({"id": n, "tokens": ["x", str(n)]}) + "\n" for n in range(100)))
     original = SentenceTaggerPredictor.predict_instances
@@ -156,9 +188,9 @@ def test_an_interrupted_run_keeps_every_batch_written_so_far(hashing_run, tmp_pa
     monkeypatch.setattr(SentenceTaggerPredictor, "predict_instances", interrupted)
     output = tmp_path / "out.jsonl"
     with pytest.raises(KeyboardInterrupt):
-        predict_file(str(hashing_run), str(source), str(output), batch_size=10, silent=True)
+        predict_file(str(hashing_run), str(source), str(output), batch_size=10, silent=True, sort_window=20)
     outputs = _outputs(output)  # complete lines only: every one parses
-    assert [o["id"] for o in outputs] == list(range(30))
+    assert [o["id"] for o in outputs] == list(range(20))  # the 4th batch was in the second window
 
 
 def test_lone_surrogates_are_written_as_escapes():
@@ -200,8 +232,9 @@ def test_dataset_reader_input_is_streamed_with_sources(hashing_run, tmp_path, mo
 
     monkeypatch.setattr(PredictionWriter, "write", spy)
     output = tmp_path / "out.jsonl"
-    predict_file(str(hashing_run), str(fixture), str(output), batch_size=1, silent=True, use_dataset_reader=True)
-    # each batch was written before the next tweet was read
+    predict_file(str(hashing_run), str(fixture), str(output), batch_size=1, silent=True, use_dataset_reader=True,
+                 sort_window=1)
+    # each window was written before the next tweet was read
     assert written == [(1, 1), (2, 1), (3, 1)]
     assert [o["tokens"] for o in _outputs(output)] == [["Obama", "visits", "Paris"],
                                                      ["RT", "@bob", ":", "New", "York"], ["hello", "world"]]
@@ -273,11 +306,11 @@ def hashing_predictor(hashing_run):
 
 def test_tens_of_thousands_of_lines_stream_in_order_in_bounded_memory(hashing_run, tmp_path, monkeypatch):
     """20,000 lines (every 1000th one broken): one output line each, in order; input is read only a
-    batch ahead of output; every batch is on disk when the next is read; and the Python heap
+    window ahead of output; every window is on disk when the next is read; and the Python heap
     (`sys.getallocatedblocks`, after a collection) does not grow with the lines done. An
     implementation holding the inputs or the outputs would add tens of objects per line, hundreds
     of thousands of blocks here."""
-    lines, batch_size = 20_000, 500
+    lines, batch_size, window = 20_000, 500, 1000
     rng = random.Random(8)
     words = ["Obama", "visits", "Paris", "today", "rt", "@bob", "#news", "i", "love", "london", "\u200b", "\U0001f600"]
     source = tmp_path / "in.jsonl"
@@ -302,11 +335,10 @@ def test_tens_of_thousands_of_lines_stream_in_order_in_bounded_memory(hashing_ru
     original_write = PredictionWriter.write
 
     def spy(self: PredictionWriter, results: list[dict]) -> bool:
-        # input runs at most one batch ahead of output
+        # input runs at most one window ahead of output
         assert consumed["n"] <= self.lines_written + len(results) + 1
         written = original_write(self, results)
-        batch = self.lines_written // batch_size
-        if batch in (4, 12, 24, 39):
+        if self.lines_written // window in (2, 6, 12, 19):
             # flushed: everything written so far is on disk, as whole lines
             assert output.read_bytes().count(b"\n") == self.lines_written
             gc.collect()
@@ -314,7 +346,8 @@ def test_tens_of_thousands_of_lines_stream_in_order_in_bounded_memory(hashing_ru
         return written
 
     monkeypatch.setattr(PredictionWriter, "write", spy)
-    errors = predict_file(str(hashing_run), str(source), str(output), batch_size=batch_size, silent=True)
+    errors = predict_file(str(hashing_run), str(source), str(output), batch_size=batch_size, silent=True,
+                          sort_window=window)
     assert errors == lines // 1000
     assert len(samples) == 4
     growth = max(blocks for _, blocks in samples) - samples[0][1]
