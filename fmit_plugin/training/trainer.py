@@ -376,6 +376,8 @@ class GradientDescentTrainer(Trainer):
     def _train_epochs(self) -> dict[str, Any]:
         started = time.time()
         metrics: dict[str, Any] = dict(self._last_metrics)
+        # A recovered run goes on counting from the time its checkpoint had recorded.
+        earlier = float(metrics.get("training_duration_seconds", 0.0))
         for epoch in range(self.start_epoch, self.num_epochs):
             # Checked first, so that a recovered run that had already stopped does not go on.
             if self._out_of_patience():
@@ -408,6 +410,7 @@ class GradientDescentTrainer(Trainer):
                 "epoch": epoch,
                 "best_epoch": self.best_epoch,
                 "epoch_duration_seconds": time.time() - epoch_start,
+                "training_duration_seconds": earlier + time.time() - started,
                 **{f"training_{k}": v for k, v in train_metrics.items()},
                 **{f"validation_{k}": v for k, v in validation_metrics.items()},
                 **{f"best_validation_{k}": v for k, v in self.best_metrics.items()},
@@ -423,5 +426,5 @@ class GradientDescentTrainer(Trainer):
             distributed.barrier()
             logger.info("Epoch %d/%d: training %s; validation %s", epoch + 1, self.num_epochs,
                         description_of(train_metrics), description_of(validation_metrics) or "none")
-        metrics["training_duration_seconds"] = time.time() - started
+        metrics["training_duration_seconds"] = earlier + time.time() - started
         return metrics

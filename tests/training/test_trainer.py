@@ -96,6 +96,7 @@ def _epoch_files(run):
     for path in sorted(run.glob("metrics_epoch_*.json")):
         metrics = json.loads(path.read_text())
         metrics.pop("epoch_duration_seconds")
+        metrics.pop("training_duration_seconds")
         epochs.append(metrics)
     return epochs
 
@@ -159,7 +160,13 @@ def test_recover_after_a_crash_in_validation_ends_like_an_uninterrupted_run(tiny
         train_model(Params(json.loads(json.dumps(config))), tmp_path / "b")
     monkeypatch.setattr(trainer_module, "evaluate", original)
     assert torch.load(tmp_path / "b" / "checkpoint.th", weights_only=False)["epoch"] == 1
+    before_the_kill = json.loads((tmp_path / "b" / "metrics_epoch_1.json").read_text())["training_duration_seconds"]
     recovered = train_model(Params(json.loads(json.dumps(config))), tmp_path / "b", recover=True)
+    # The time of the epochs before the kill is counted in, not only the resumed part.
+    last_epoch = json.loads((tmp_path / "b" / "metrics_epoch_2.json").read_text())
+    assert last_epoch["training_duration_seconds"] >= before_the_kill + last_epoch["epoch_duration_seconds"] > 0
+    assert json.loads((tmp_path / "b" / "metrics.json").read_text())["training_duration_seconds"] >= (
+        last_epoch["training_duration_seconds"])
     for (name, a), b in zip(uninterrupted.state_dict().items(), recovered.state_dict().values()):
         assert torch.allclose(a, b, atol=1e-6), name
     for key in ("test_f1-measure-overall", "best_epoch", "best_validation_f1-measure-overall", "training_loss"):
