@@ -257,7 +257,8 @@ def _predict_batch(
                 try:
                     predicted.extend(_predict_checked(predictor, [instance]))
                 except Exception as single_error:  # noqa: BLE001
-                    predicted.append(items[slots[k]].failure(f"the model failed on this input: {_describe(single_error)}"))
+                    message = f"the model failed on this input: {_describe(single_error)}"
+                    predicted.append(items[slots[k]].failure(message))
         for k, result in zip(chosen, predicted):
             results[slots[k]] = result
     assert all(result is not None for result in results)
