@@ -145,7 +145,7 @@ def predict_file(
     unrendered = 0
     with PredictionWriter(output_file, echo=not silent) as writer:
         items = _input_items(input_file, archive.validation_dataset_reader if use_dataset_reader else None)
-        for window in _batches(items, sort_window):
+        for window in _chunks(items, sort_window):
             results = _predict_batch(predictor, window, batch_size)
             errors += sum(1 for result in results if "error" in result)
             first_line = writer.lines_written + 1
@@ -204,15 +204,15 @@ def _json_lines(handle: Iterable[bytes]) -> Iterator[InputItem]:
             yield InputItem(number, None, ValueError(f"line {number} is not usable JSON: {error}"))
 
 
-def _batches(items: Iterable[InputItem], batch_size: int) -> Iterator[list[InputItem]]:
-    batch: list[InputItem] = []
+def _chunks(items: Iterable[InputItem], size: int) -> Iterator[list[InputItem]]:
+    chunk: list[InputItem] = []
     for item in items:
-        batch.append(item)
-        if len(batch) >= batch_size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+        chunk.append(item)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 # ------------------------------------------------------------------ prediction
