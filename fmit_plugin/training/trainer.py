@@ -94,7 +94,8 @@ class GradientDescentTrainer(Trainer):
         Sum the gradients of this many batches (each loss divided by it) before an optimizer step,
         so 8 x 2 trains like batches of 16. Under DDP gradients are only all-reduced at the last.
     use_amp : `bool`, optional (default = `False`)
-        Automatic mixed precision: the forward pass runs under `torch.autocast` in `amp_dtype`.
+        Automatic mixed precision: the forward pass runs under `torch.autocast` in `amp_dtype`, in
+        training and validation (as in AllenNLP; `allennlp evaluate` stays in full precision).
         Meant for GPUs; on the CPU it works but is slow without native bfloat16.
     amp_dtype : `str`, optional (default = `"bfloat16"`)
         `"bfloat16"` (no loss scaling needed) or `"float16"` (with a `torch.amp.GradScaler`, whose
@@ -391,6 +392,7 @@ class GradientDescentTrainer(Trainer):
                 validation_metrics = evaluate(
                     self.model, self.validation_data_loader, self.device,
                     f"epoch {epoch + 1}/{self.num_epochs} validation", len(self.validation_data_loader),
+                    amp_dtype=self.amp_dtype if self.use_amp else None,
                 )
             watched = validation_metrics or train_metrics
             if self.metric_name not in watched:

@@ -198,10 +198,12 @@ def evaluate(
     description: str = "evaluating",
     total: Optional[int] = None,
     predictions: Optional[list[dict[str, Any]]] = None,
+    amp_dtype: Optional[torch.dtype] = None,
 ) -> dict[str, float]:
     """Mean loss and the model's metrics over `batches`; collects readable outputs into
     `predictions` when a list is given. In a distributed run each worker evaluates its shard and
-    the counts and losses are summed over workers, so every worker returns the same figures."""
+    the counts and losses are summed over workers, so every worker returns the same figures.
+    With `amp_dtype` the forward runs under autocast, as the trainer's validation does with `use_amp`."""
     model.eval()
     model.get_metrics(reset=True)
     loss_sum, loss_batches = 0.0, 0
@@ -210,7 +212,8 @@ def evaluate(
     bar = progress(batches, description, total)
     with torch.inference_mode():
         for batch in bar:
-            output = model(**move_to_device(batch, device))
+            with torch.autocast(device.type, amp_dtype) if amp_dtype is not None else contextlib.nullcontext():
+                output = model(**move_to_device(batch, device))
             if "loss" in output:
                 loss_sum += float(output["loss"])
                 loss_batches += 1

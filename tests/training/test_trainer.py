@@ -235,14 +235,17 @@ def test_use_amp_runs_the_forward_under_autocast(tiny_bert, tmp_path, monkeypatc
     original = CrfTagger.forward
 
     def recording_forward(self, *args, **kwargs):
-        if self.training:
-            seen.append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")))
+        if torch.is_autocast_enabled("cpu"):
+            seen.append(("train" if self.training else "validation", torch.get_autocast_dtype("cpu")))
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(CrfTagger, "forward", recording_forward)
     run = tmp_path / "run"
     train_model(Params(_config(tiny_bert, num_epochs=1, use_amp=True, amp_dtype=dtype, grad_norm=1.0)), run)
-    assert seen == [(True, getattr(torch, dtype))] * 3
+    # 3 training batches, then the validation batches, also under autocast; the test set is not.
+    validation_batches = len(seen) - 3
+    assert validation_batches > 0
+    assert seen == [("train", getattr(torch, dtype))] * 3 + [("validation", getattr(torch, dtype))] * validation_batches
     metrics = json.loads((run / "metrics.json").read_text())
     assert math.isfinite(metrics["training_loss"])
     scaler = torch.load(run / "checkpoint.th", weights_only=False)["scaler"]
