@@ -37,7 +37,6 @@ every inference row gets a breakdown of one call over the model's parts (forward
 Not a test: it takes about 20 minutes on 2 CPU cores.
 """
 import argparse
-import contextlib
 import ctypes
 import ctypes.util
 import gc
@@ -70,7 +69,7 @@ from fmit_plugin.modules.flat_lattice_transformer import FlatLatticeTransformer
 from fmit_plugin.modules.relative_position_fusion import RelativePositionFusion
 from fmit_plugin.modules.umt_interaction import UmtInteraction
 from fmit_plugin.predictors.predictor import SentenceTaggerPredictor
-from fmit_plugin.training.util import move_to_device
+from fmit_plugin.training.util import autocast, move_to_device
 
 sys.path.insert(0, str(Path(__file__).parent))
 from accuracy import machine  # noqa: E402
@@ -329,10 +328,9 @@ def build_tagger(config: str, text_model: str, vocab: Vocabulary, device: torch.
     return model.to(device)
 
 
-def autocast(device: torch.device, bf16: bool) -> Any:
-    if bf16 and device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+def bf16_autocast(device: torch.device, bf16: bool) -> Any:
+    """`--bf16` applies on GPUs only."""
+    return autocast(device, torch.bfloat16 if bf16 and device.type == "cuda" else None)
 
 
 def tagger_groups(args: argparse.Namespace, batches: list[list[TaggingInstance]], device: torch.device,
@@ -355,7 +353,7 @@ def tagger_groups(args: argparse.Namespace, batches: list[list[TaggingInstance]]
                     predictor = SentenceTaggerPredictor(model, TwitterMnerReader())
 
                     def predict(predictor: SentenceTaggerPredictor = predictor) -> None:
-                        with autocast(device, args.bf16):
+                        with bf16_autocast(device, args.bf16):
                             for batch in batches:
                                 predictor.predict_instances(batch)
 
@@ -378,7 +376,7 @@ def tagger_groups(args: argparse.Namespace, batches: list[list[TaggingInstance]]
                              collated: list[dict[str, Any]] = collated) -> None:
                         # As the trainer's inner loop: forward with tags, backward, clip, step.
                         for batch in collated:
-                            with autocast(device, args.bf16):
+                            with bf16_autocast(device, args.bf16):
                                 loss = model(**move_to_device(batch, device))["loss"]
                             loss.backward()
                             torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.grad is not None], 5.0)
@@ -453,7 +451,7 @@ def interaction_group(args: argparse.Namespace, batches: list[list[TaggingInstan
         takes_positions = isinstance(module, FlatLatticeTransformer)
 
         def encode(module: torch.nn.Module = module, takes_positions: bool = takes_positions) -> None:
-            with torch.inference_mode(), autocast(device, args.bf16):
+            with torch.inference_mode(), bf16_autocast(device, args.bf16):
                 for lattice in inputs:
                     if takes_positions:
                         module(lattice["inputs"], lattice["mask"], head=lattice["head"], tail=lattice["tail"])
@@ -473,7 +471,7 @@ def interaction_group(args: argparse.Namespace, batches: list[list[TaggingInstan
     ]
 
     def encode_padded() -> None:
-        with torch.inference_mode(), autocast(device, args.bf16):
+        with torch.inference_mode(), bf16_autocast(device, args.bf16):
             for lattice in padded:
                 umt(lattice["inputs"], None, visual_mask=lattice["visual_mask"])
 
@@ -519,7 +517,7 @@ def fusion_group(args: argparse.Namespace, device: torch.device, results: dict[s
     inputs = torch.randn(BATCH_SIZE, head.size(1), 512, device=device)
 
     def forward() -> None:
-        with torch.inference_mode(), autocast(device, args.bf16):
+        with torch.inference_mode(), bf16_autocast(device, args.bf16):
             encoder(inputs, None, head=head, tail=tail)
 
     relative_bytes = BATCH_SIZE * head.size(1) ** 2 * 512 * 4

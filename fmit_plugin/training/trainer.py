@@ -21,6 +21,7 @@ from fmit_plugin.training.optimizers import build_optimizer
 from fmit_plugin.training.tensorboard_writer import TensorBoardWriter, tensorboard_wanted
 from fmit_plugin.training.util import (
     atomic_write,
+    autocast,
     description_of,
     dump_metrics,
     evaluate,
@@ -292,10 +293,9 @@ class GradientDescentTrainer(Trainer):
             atomic_write(self.serialization_dir / name, lambda temp: torch.save(state, temp))
 
     # ------------------------------------------------------------------ training
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        if not self.use_amp:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+    @property
+    def _autocast_dtype(self) -> Optional[torch.dtype]:
+        return self.amp_dtype if self.use_amp else None
 
     def _train_epoch(self, epoch: int) -> dict[str, float]:
         self.model.train()
@@ -311,7 +311,7 @@ class GradientDescentTrainer(Trainer):
             # DDP all-reduces gradients at every backward; accumulation steps skip that until the last.
             synchronise = stepping or not self._ddp
             with (contextlib.nullcontext() if synchronise else self._module.no_sync()):  # type: ignore[operator]
-                with self._autocast():
+                with autocast(self.device, self._autocast_dtype):
                     output = self._module(**move_to_device(batch, self.device))
                 loss = output["loss"]
                 if not torch.isfinite(loss):
@@ -392,7 +392,7 @@ class GradientDescentTrainer(Trainer):
                 validation_metrics = evaluate(
                     self.model, self.validation_data_loader, self.device,
                     f"epoch {epoch + 1}/{self.num_epochs} validation", len(self.validation_data_loader),
-                    amp_dtype=self.amp_dtype if self.use_amp else None,
+                    amp_dtype=self._autocast_dtype,
                 )
             watched = validation_metrics or train_metrics
             if self.metric_name not in watched:

@@ -179,6 +179,11 @@ def progress(iterable: Iterable, description: str, total: Optional[int] = None) 
     )
 
 
+def autocast(device: torch.device, dtype: Optional[torch.dtype]) -> contextlib.AbstractContextManager:
+    """`torch.autocast` to `dtype` on `device`'s type; no autocast when `dtype` is `None`."""
+    return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype)
+
+
 def running_metrics(model: Model) -> dict[str, float]:
     """The model's metrics so far for a progress bar: under DDP, this worker's own (no collective
     call, since workers reach a bar update at different moments)."""
@@ -212,7 +217,7 @@ def evaluate(
     bar = progress(batches, description, total)
     with torch.inference_mode():
         for batch in bar:
-            with torch.autocast(device.type, amp_dtype) if amp_dtype is not None else contextlib.nullcontext():
+            with autocast(device, amp_dtype):
                 output = model(**move_to_device(batch, device))
             if "loss" in output:
                 loss_sum += float(output["loss"])
