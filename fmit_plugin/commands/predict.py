@@ -283,7 +283,7 @@ def _describe(error: BaseException) -> str:
 
 
 def _render(results: list[dict[str, Any]], first_line: int, folder: Path) -> int:
-    """Pictures of the batch's predictions that have an image; the file name starts with the output
+    """Pictures of the predictions that have an image; the file name starts with the output
     line number (so names are unique and sort in input order), then the input's `id` if any.
     Returns how many could not be drawn (each is logged with its line)."""
     failed = 0
@@ -316,7 +316,7 @@ def to_json_line(result: dict[str, Any], encoding: str = "utf-8") -> str:
 class PredictionWriter:
     """
     Writes result lines to `output_file` (if given) and echoes them to stdout (if `echo`),
-    flushing after each batch so an interrupted run keeps every line written so far.
+    flushing after each window of lines so an interrupted run keeps every line written so far.
 
     # Parameters
 
@@ -344,7 +344,7 @@ class PredictionWriter:
             self._output.close()
 
     def write(self, results: list[dict[str, Any]]) -> bool:
-        """Write and flush one batch; `False` once there is nowhere left to write."""
+        """Write and flush one window of results; `False` once there is nowhere left to write."""
         if self._output is not None:
             self._output.write("".join(to_json_line(result) + "\n" for result in results))
             self._output.flush()
