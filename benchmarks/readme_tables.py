@@ -4,10 +4,10 @@ calls `publish(name, markdown)`, which writes `benchmarks/results/<name>.md` and
 text between `<!-- table:<name> -->` and `<!-- /table:<name> -->`. Tables are never typed by hand, so
 the README only ever shows numbers a results file holds.
 """
-import os
 import re
-import tempfile
 from pathlib import Path
+
+from fmit_plugin.training.util import atomic_write
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -15,10 +15,7 @@ README = ROOT / "README.md"
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(handle, "w", encoding="utf-8") as stream:
-        stream.write(text)
-    os.replace(temp, path)
+    atomic_write(path, lambda temp: Path(temp).write_text(text, encoding="utf-8"))
 
 
 def replace_section(text: str, name: str, markdown: str) -> str:

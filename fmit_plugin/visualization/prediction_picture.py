@@ -7,13 +7,13 @@ Drawn with Pillow only (its built-in scalable font), so it works wherever the pl
 import colorsys
 import hashlib
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Optional, Union
 
 from PIL import Image, ImageDraw, ImageFont
 
+from fmit_plugin.training.util import atomic_write
 from fmit_plugin.vision.image_loading import load_image
 
 __all__ = ["TYPE_COLOURS", "render_prediction", "save_prediction_picture", "type_colour"]
@@ -181,13 +181,5 @@ def save_prediction_picture(
         loaded = load_image(str(source))
         image = loaded.image if loaded.status == "ok" else None
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".png", dir=target.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            render_prediction(prediction, image).save(stream, format="PNG")
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    atomic_write(target, lambda temporary: render_prediction(prediction, image).save(temporary, format="PNG"))
     return target
