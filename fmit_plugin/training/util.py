@@ -4,6 +4,7 @@ import json
 import logging
 import os
 import random
+import stat
 import sys
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -50,6 +51,9 @@ def move_to_device(batch: Batch, device: torch.device) -> Batch:
 
 
 TEMP_SUFFIX = ".tmp"
+# Read once: os.umask can only be read by setting it.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 
 
 def atomic_write(path: Union[str, os.PathLike], writer: Any) -> None:
@@ -63,6 +67,9 @@ def atomic_write(path: Union[str, os.PathLike], writer: Any) -> None:
     os.close(handle)
     try:
         writer(temp)
+        # mkstemp makes the file private (0600); give it the mode a plain open() would, or keep the
+        # mode of the file it replaces.
+        os.chmod(temp, stat.S_IMODE(path.stat().st_mode) if path.exists() else 0o666 & ~_UMASK)
         _fsync(temp)
         os.replace(temp, path)
         _fsync_directory(path.parent)
