@@ -154,7 +154,7 @@ class Fmit(Model):
                 f"{self.visual_dim}"
             )
         # (batch, 1, visual_dim): the empty image, spanning every word, real only where needed.
-        lengths = torch.tensor([len(w) for w in words], device=device)
+        lengths = torch.tensor([len(w) for w in words]).to(device, non_blocking=True)
         empty = self.empty_image_feature.view(1, 1, -1).expand(batch_size, 1, -1)
         empty_spans = torch.stack([torch.zeros_like(lengths), lengths - 1], dim=-1).unsqueeze(1)
         empty_mask = ~object_mask.any(dim=1, keepdim=True)

@@ -160,27 +160,23 @@ class TaggingHead(torch.nn.Module):
         return output
 
     @torch.no_grad()
-    def decode(self, logits: torch.Tensor, mask: torch.Tensor) -> list[list[int]]:
-        """Best tag ids per sentence (constrained Viterbi, or per-word argmax); `mask` is left-aligned.
-        The whole batch is decoded on the logits' device and read back in one transfer."""
-        return self._decode(logits, mask)[0]
-
-    @torch.no_grad()
-    def _decode(
-        self, logits: torch.Tensor, mask: torch.Tensor, gold: Optional[torch.Tensor] = None
-    ) -> tuple[list[list[int]], list[list[int]]]:
-        """`decode`, plus the unpadded rows of `gold` `# (batch, words)` read in the same transfer."""
-        lengths = mask.sum(dim=1)
+    def best_paths(self, logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Best tag ids `# (batch, words)` (constrained Viterbi, or per-word argmax), computed on the
+        logits' device and left there; ids past a sentence's length mean nothing. `mask` is left-aligned."""
         if self.crf is None:
-            best = logits.argmax(dim=-1)
-        else:
-            best = viterbi_paths(logits, lengths, *self._constrained_scores())
-        width = best.shape[1]
-        parts = [lengths.unsqueeze(1), best] + ([gold.to(best.dtype)] if gold is not None else [])
-        rows = torch.cat(parts, dim=1).tolist()
-        predicted = [row[1 : 1 + row[0]] for row in rows]
-        gold_rows = [row[1 + width : 1 + width + row[0]] for row in rows] if gold is not None else []
-        return predicted, gold_rows
+            return logits.argmax(dim=-1)
+        return viterbi_paths(logits, mask.sum(dim=1), *self._constrained_scores())
+
+    @staticmethod
+    def rows(ids: torch.Tensor, mask: torch.Tensor) -> list[list[int]]:
+        """`# (batch, words)` ids -> each sentence's ids, read back in one transfer."""
+        lengths = mask.sum(dim=1)
+        rows = torch.cat([lengths.unsqueeze(1), ids.to(lengths.dtype)], dim=1).tolist()
+        return [row[1 : 1 + row[0]] for row in rows]
+
+    def decode(self, logits: torch.Tensor, mask: torch.Tensor) -> list[list[int]]:
+        """`best_paths` as one list of tag ids per sentence."""
+        return self.rows(self.best_paths(logits, mask), mask)
 
     def _constrained_scores(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         assert self.crf is not None
@@ -199,9 +195,11 @@ class TaggingHead(torch.nn.Module):
 
     @torch.no_grad()
     def entities(
-        self, logits: torch.Tensor, mask: torch.Tensor, predicted: list[list[int]]
+        self, logits: torch.Tensor, mask: torch.Tensor, predicted: list[list[int]],
+        predicted_ids: Optional[torch.Tensor] = None,
     ) -> list[list[Entity]]:
-        """(type, start, end exclusive, confidence) for every predicted entity, batched over entities."""
+        """(type, start, end exclusive, confidence) for every predicted entity, batched over entities;
+        `predicted_ids` `# (batch, words)` is `predicted` on the logits' device, if at hand."""
         if self.label_encoding != "BIO":
             raise NotImplementedError("entity spans are read from BIO tags only")
         spans = [bio_tags_to_spans([self.labels[i] for i in path]) for path in predicted]
@@ -209,9 +207,12 @@ class TaggingHead(torch.nn.Module):
         if not rows:
             return [[] for _ in predicted]
         batch_size, max_words, _ = logits.shape
-        predicted_ids = logits.new_zeros(batch_size, max_words, dtype=torch.long)
-        for b, path in enumerate(predicted):
-            predicted_ids[b, : len(path)] = torch.tensor(path, dtype=torch.long)
+        if predicted_ids is None:
+            predicted_ids = logits.new_zeros(batch_size, max_words, dtype=torch.long)
+            for b, path in enumerate(predicted):
+                predicted_ids[b, : len(path)] = torch.tensor(path, dtype=torch.long)
+        # Ids past a sentence's end may be Viterbi's sentinel states, out of range for one_hot.
+        predicted_ids = predicted_ids.clamp(0, self.num_tags - 1)
         device = logits.device
         row_batch = torch.tensor([b for b, _, _ in rows], device=device)
         positions = torch.arange(max_words, device=device).unsqueeze(0)  # (1, words)
@@ -247,21 +248,21 @@ class TaggingHead(torch.nn.Module):
         tags: Optional[torch.Tensor] = None,
         metric: Optional[SpanF1Measure] = None,
     ) -> dict[str, Any]:
-        """The output dict every tagger shares: logits, mask, predicted ids, words, and with gold
-        `tags` the loss and a `metric` update from the decoded labels."""
+        """The output dict every tagger shares: logits, mask, the predicted ids `# (batch, words)`
+        (`tags`, left on the device), words, and with gold `tags` the loss and a `metric` update.
+        Nothing is read back to the host here: `make_output_human_readable` does that."""
         output: dict[str, Any] = dict(self(features, mask, tags))
-        score_gold = tags is not None and metric is not None
-        predicted, gold = self._decode(output["logits"], mask, tags if score_gold else None)
+        predicted = self.best_paths(output["logits"], mask)
         output.update({"mask": mask, "tags": predicted, "words": words})
-        if score_gold:
-            assert metric is not None
-            metric([[self.labels[i] for i in path] for path in predicted],
-                   [[self.labels[i] for i in row] for row in gold])
+        if tags is not None and metric is not None:
+            metric.add_ids(predicted, tags, mask, self.labels)
         return output
 
     def make_output_human_readable(self, output_dict: dict[str, Any]) -> dict[str, Any]:
-        """Ids -> labels, plus `entities`: text, type, start, end (exclusive), confidence."""
-        entities = self.entities(output_dict["logits"], output_dict["mask"], output_dict["tags"])
+        """Ids -> labels per sentence, plus `entities`: text, type, start, end (exclusive), confidence."""
+        predicted_ids = output_dict["tags"]
+        predicted = self.rows(predicted_ids, output_dict["mask"])
+        entities = self.entities(output_dict["logits"], output_dict["mask"], predicted, predicted_ids)
         output_dict["entities"] = [
             [
                 {"text": " ".join(words[start:end]), "type": label, "start": start, "end": end,
@@ -270,5 +271,5 @@ class TaggingHead(torch.nn.Module):
             ]
             for words, sentence_entities in zip(output_dict["words"], entities)
         ]
-        output_dict["tags"] = [[self.labels[i] for i in path] for path in output_dict["tags"]]
+        output_dict["tags"] = [[self.labels[i] for i in path] for path in predicted]
         return output_dict

@@ -20,6 +20,7 @@ from fmit_plugin.training import distributed
 from fmit_plugin.training.optimizers import build_optimizer
 from fmit_plugin.training.tensorboard_writer import TensorBoardWriter, tensorboard_wanted
 from fmit_plugin.training.util import (
+    LOG_EVERY,
     atomic_write,
     autocast,
     description_of,
@@ -36,8 +37,6 @@ logger = logging.getLogger(__name__)
 
 BEST_WEIGHTS = "best.th"
 CHECKPOINT = "checkpoint.th"
-# Progress bars, and TensorBoard's running loss / F1, are refreshed every this many batches.
-LOG_EVERY = 10
 AMP_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -302,6 +301,9 @@ class GradientDescentTrainer(Trainer):
         self.model.get_metrics(reset=True)
         self.data_loader.set_epoch(self.seed + epoch)
         total_loss = torch.zeros((), device=self.device)
+        # The first batch whose loss was not finite (0: none yet), kept on the device and read with the
+        # running loss every LOG_EVERY batches: a check per batch would make every step wait for it.
+        first_bad_batch = torch.zeros((), device=self.device)
         batches = 0
         steps = len(self.data_loader)
         bar = progress(self.data_loader, f"epoch {epoch + 1}/{self.num_epochs} train", steps)
@@ -314,16 +316,25 @@ class GradientDescentTrainer(Trainer):
                 with autocast(self.device, self._autocast_dtype):
                     output = self._module(**move_to_device(batch, self.device))
                 loss = output["loss"]
-                if not torch.isfinite(loss):
-                    raise RuntimeError(f"Loss became {float(loss)} at epoch {epoch + 1}, batch {batches}")
                 scaled = loss / self.accumulation
                 (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
             total_loss += loss.detach()
+            first_bad_batch = torch.where(
+                (first_bad_batch == 0) & ~torch.isfinite(loss.detach()), batches, first_bad_batch
+            )
             if stepping:
                 self._step()
+            if batches % LOG_EVERY != 0 and batches != steps:
+                continue
+            loss_sum, bad_batch = torch.stack([total_loss, first_bad_batch.to(total_loss.dtype)]).tolist()
+            if bad_batch:
+                raise RuntimeError(
+                    f"Loss became non-finite at epoch {epoch + 1}, batch {int(bad_batch)} (noticed at batch "
+                    f"{batches}; the last checkpoint is untouched, see --recover)"
+                )
             # Running figures for the bar and TensorBoard: the primary worker's own shard, no sync.
-            if (batches % LOG_EVERY == 0 or batches == steps) and (not bar.disable or self._writer is not None):
-                running = {"loss": float(total_loss) / batches, **running_metrics(self.model)}
+            if not bar.disable or self._writer is not None:
+                running = {"loss": loss_sum / batches, **running_metrics(self.model)}
                 bar.set_postfix_str(description_of(running), refresh=False)
                 if self._writer is not None:
                     self._writer.log_batch_metrics(self.global_step, running)

@@ -112,6 +112,9 @@ def dump_metrics(path: Union[str, os.PathLike], metrics: dict[str, Any]) -> None
 
 
 LOG_FILE = "out.log"
+# Progress bars, and TensorBoard's running loss / F1, are refreshed every this many batches: each
+# refresh reads the running figures back from the device, which a step should not wait for.
+LOG_EVERY = 10
 
 
 class _WarningsAndAbove(logging.Filter):
@@ -218,16 +221,18 @@ def evaluate(
     With `amp_dtype` the forward runs under autocast, as the trainer's validation does with `use_amp`."""
     model.eval()
     model.get_metrics(reset=True)
-    loss_sum, loss_batches = 0.0, 0
+    # Summed on the device and read at bar refreshes only, so no batch waits for a read.
+    loss_sum = torch.zeros((), device=device)
+    loss_batches = 0
     if distributed.is_distributed():
         description += f" (rank 0 of {distributed.world_size()}, its own shard)"
     bar = progress(batches, description, total)
     with torch.inference_mode():
-        for batch in bar:
+        for number, batch in enumerate(bar, start=1):
             with autocast(device, amp_dtype):
                 output = model(**move_to_device(batch, device))
             if "loss" in output:
-                loss_sum += float(output["loss"])
+                loss_sum += output["loss"].float()
                 loss_batches += 1
             if predictions is not None:
                 readable = model.make_output_human_readable(output)
@@ -235,13 +240,13 @@ def evaluate(
                     predictions.append(
                         {"words": words, "tags": readable["tags"][i], "entities": readable["entities"][i]}
                     )
-            if not bar.disable:
+            if not bar.disable and (number % LOG_EVERY == 0 or number == total):
                 running = running_metrics(model)
                 if loss_batches:
-                    running = {"loss": loss_sum / loss_batches, **running}
+                    running = {"loss": float(loss_sum) / loss_batches, **running}
                 bar.set_postfix_str(description_of(running), refresh=False)
     metrics = model.get_metrics(reset=True)
-    total_loss, total_batches = distributed.sum_across_workers(loss_sum, loss_batches)
+    total_loss, total_batches = distributed.sum_across_workers(float(loss_sum), loss_batches)
     if total_batches:
         metrics["loss"] = total_loss / total_batches
     return metrics

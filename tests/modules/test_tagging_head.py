@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from fmit_plugin.modules.tagging_head import TaggingHead, log_partition
-from fmit_plugin.training.metrics.span_f1 import bio_tags_to_spans
+from fmit_plugin.training.metrics.span_f1 import SpanF1Measure, bio_tags_to_spans
+from tests.host_reads import HostReads
 
 LABELS = {0: "O", 1: "B-PER", 2: "I-PER", 3: "B-LOC", 4: "I-LOC"}
 
@@ -138,3 +139,29 @@ def test_loss_is_a_per_tweet_mean_and_needs_gold_tags():
     loss = head(features, mask, tags)["loss"]
     doubled = head(features.repeat(2, 1, 1), mask.repeat(2, 1), tags.repeat(2, 1))["loss"]
     assert torch.allclose(loss, doubled, atol=1e-5)
+
+
+@pytest.mark.parametrize("use_crf", [True, False])
+def test_tagging_with_gold_tags_reads_nothing_back_until_the_metric_is_read(use_crf):
+    head = _head(use_crf=use_crf, seed=5)
+    torch.manual_seed(6)
+    features = torch.randn(3, 5, 6)
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0], [1, 0, 0, 0, 0]], dtype=torch.bool)
+    gold = torch.randint(0, len(LABELS), (3, 5))
+    metric = SpanF1Measure()
+    words = [["w"] * n for n in mask.sum(1).tolist()]
+    with HostReads() as reads:
+        output = head.tag(features, mask, words, gold, metric)
+    assert reads.seen == []
+    assert output["tags"].shape == (3, 5) and output["loss"].requires_grad
+    with HostReads() as reads:
+        metrics = metric.get_metric()
+    assert reads.seen == ["tolist"]  # the whole batch's counts in one read
+    # The same figures as scoring the decoded label strings.
+    lengths = mask.sum(1).tolist()
+    expected = SpanF1Measure()
+    expected([[LABELS[i] for i in path] for path in head.decode(output["logits"], mask)],
+             [[LABELS[i] for i in row[:n]] for row, n in zip(gold.tolist(), lengths)])
+    assert metrics == expected.get_metric()
+    readable = head.make_output_human_readable(output)
+    assert [len(tags) for tags in readable["tags"]] == lengths

@@ -6,6 +6,7 @@ import re
 from typing import Dict, List
 
 import pytest
+import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from hypothesis import given, settings
@@ -285,3 +286,61 @@ def test_distributed_sum_matches_single_process(tmp_path):
         assert "f1-measure-PER" not in after_reset
     # Sanity: the reduction mattered, since one rank alone scores differently.
     assert metric_over(halves[0][1], halves[0][0]) != expected
+
+
+# ---------------------------------------------------------------------------------------------------
+# Label ids on a device, as taggers give them: the same counts, no read until get_metric
+
+ID_LABELS = dict(enumerate(ALL_TAGS))
+
+
+def as_ids(rng: random.Random, corpus: List[List[str]], width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`(batch, width)` ids and mask; past each sentence, ids of any value, e.g. Viterbi's sentinels."""
+    index = {tag: i for i, tag in ID_LABELS.items()}
+    rows = [[index[tag] for tag in sentence] + [rng.randrange(len(ID_LABELS) + 2) for _ in range(width - len(sentence))]
+            for sentence in corpus]
+    mask = [[True] * len(sentence) + [False] * (width - len(sentence)) for sentence in corpus]
+    return torch.tensor(rows, dtype=torch.long), torch.tensor(mask, dtype=torch.bool)
+
+
+def test_add_ids_counts_exactly_as_the_string_path():
+    rng = random.Random(11)
+    for _ in range(40):
+        gold = random_corpus(rng, rng.randint(1, 8))
+        predicted = perturb(rng, gold) if rng.random() < 0.5 else [[rng.choice(ALL_TAGS) for _ in s] for s in gold]
+        width = max(len(sentence) for sentence in gold) + rng.randint(0, 3)
+        predicted_ids, mask = as_ids(rng, predicted, width)
+        gold_ids, _ = as_ids(rng, gold, width)
+        metric = SpanF1Measure()
+        metric.add_ids(predicted_ids, gold_ids, mask, ID_LABELS)
+        assert metric.get_metric() == metric_over(predicted, gold)
+        if any(gold):
+            assert metric.get_metric()["f1-measure-overall"] == pytest.approx(
+                f1_score(gold, predicted, zero_division=0)
+            )
+
+
+def test_add_ids_accumulates_with_string_calls_other_label_orders_and_resets():
+    rng = random.Random(12)
+    batches = [(perturb(rng, gold), gold) for gold in (random_corpus(rng, 6) for _ in range(3))]
+    reordered = dict(enumerate(reversed(ALL_TAGS)))
+    metric = SpanF1Measure()
+    metric(*batches[0])
+    ids = as_ids(rng, batches[1][0], 13)[0], *as_ids(rng, batches[1][1], 13)
+    metric.add_ids(*ids, ID_LABELS)
+    assert metric.get_metric() == metric_over(batches[0][0] + batches[1][0], batches[0][1] + batches[1][1])
+    index = {tag: i for i, tag in reordered.items()}
+    rows = [[[index[tag] for tag in s] + [0] * (13 - len(s)) for s in corpus] for corpus in batches[2]]
+    mask = torch.tensor([[i < len(s) for i in range(13)] for s in batches[2][1]])
+    metric.add_ids(torch.tensor(rows[0]), torch.tensor(rows[1]), mask, reordered)
+    every = [sum((b[k] for b in batches), []) for k in (0, 1)]
+    assert metric.get_metric(reset=True) == metric_over(*every)
+    metric.add_ids(*ids, ID_LABELS)
+    metric.reset()
+    assert metric.get_metric()["f1-measure-overall"] == 0.0 and "precision-PER" not in metric.get_metric()
+
+
+def test_add_ids_rejects_mismatched_shapes():
+    with pytest.raises(ValueError, match="same shape"):
+        SpanF1Measure().add_ids(torch.zeros(2, 3, dtype=torch.long), torch.zeros(2, 4, dtype=torch.long),
+                                torch.ones(2, 3, dtype=torch.bool), ID_LABELS)

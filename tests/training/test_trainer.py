@@ -8,15 +8,16 @@ from tango.common import Params
 from tango.common.exceptions import ConfigurationError
 
 from fmit_plugin.commands.train import train_model
-from fmit_plugin.data.data_loader import DataLoader
+from fmit_plugin.data.data_loader import DataLoader, TaggingDataLoader
 from fmit_plugin.data.twitter_mner import TwitterMnerReader
 from fmit_plugin.data.vocabulary import Vocabulary
 from fmit_plugin.models.crf_tagger import CrfTagger
 from fmit_plugin.models.model import Model
 from fmit_plugin.training import trainer as trainer_module
-from fmit_plugin.training.trainer import Trainer
+from fmit_plugin.training.trainer import GradientDescentTrainer, Trainer
 from fmit_plugin.training.util import progress, set_seed
 from tests.conftest import TWITTER_FIXTURES, tiny_config
+from tests.host_reads import HostReads
 
 
 def _config(tiny_bert, **trainer):
@@ -325,3 +326,51 @@ def test_file_friendly_progress_prints_one_line_per_update(monkeypatch, capsys):
     lines = err.splitlines()
     assert lines and all(line.startswith("epoch 1/1 train") for line in lines)
     assert "3/3" in lines[-1]
+
+
+class _Quadratic(Model):
+    """A one-parameter model whose loss is pure tensor arithmetic (no reads of its own), and that
+    becomes NaN from call `nan_from` on."""
+
+    def __init__(self, vocab: Vocabulary, nan_from: int = 0) -> None:
+        super().__init__(vocab)
+        self.weight = torch.nn.Parameter(torch.ones(()))
+        self.nan_from = nan_from
+        self.calls = 0
+
+    def forward(self, words, tags=None, **kwargs):  # type: ignore[override]
+        self.calls += 1
+        loss = (self.weight - 0.5) ** 2
+        if self.nan_from and self.calls >= self.nan_from:
+            loss = loss * float("nan")
+        return {"loss": loss}
+
+    def get_metrics(self, reset: bool = False) -> dict[str, float]:
+        return {}
+
+
+def _quadratic_trainer(tmp_path, nan_from: int = 0) -> GradientDescentTrainer:
+    instances = TwitterMnerReader().read(str(TWITTER_FIXTURES / "train.txt"))  # 12 tweets
+    vocab = Vocabulary.from_instances(instances)
+    loader = TaggingDataLoader(instances, batch_size=1, shuffle=False)
+    loader.index_with(vocab)
+    return GradientDescentTrainer(
+        _Quadratic(vocab, nan_from), tmp_path / "run", loader, optimizer={"type": "sgd", "lr": 0.1}, num_epochs=1,
+        validation_metric="-loss", tensorboard=False,
+    )
+
+
+def test_training_steps_read_nothing_back_between_progress_updates(tmp_path):
+    trainer = _quadratic_trainer(tmp_path)
+    with HostReads() as reads:
+        metrics = trainer._train_epoch(0)
+    # 12 batches: the running loss (and the non-finite check) is read at batches 10 and 12 only,
+    # then once for the epoch's mean.
+    assert reads.seen == ["tolist", "tolist", "__float__"]
+    assert metrics["loss"] > 0 and trainer.model.weight.item() < 1.0
+
+
+def test_a_non_finite_loss_stops_training_naming_the_batch(tmp_path):
+    trainer = _quadratic_trainer(tmp_path, nan_from=3)
+    with pytest.raises(RuntimeError, match=r"non-finite at epoch 1, batch 3 \(noticed at batch 10"):
+        trainer._train_epoch(0)

@@ -191,13 +191,15 @@ class PretrainedTransformerMismatchedEmbedder(TokenEmbedder):
         positions = torch.tensor(piece_positions, dtype=torch.long)
         # Re-base flat positions on the trimmed window length.
         positions = (positions // self.max_length) * used + positions % self.max_length
+        # Host-to-device copies of fresh host tensors: non-blocking, so that an accelerator's queue is
+        # not drained before each batch (the tensors are not touched again on the host).
         return WordPieceBatch(
-            input_ids=input_ids[:, :used].to(device),
-            attention_mask=attention_mask[:, :used].to(device),
-            piece_positions=positions.to(device),
-            piece_words=torch.tensor(piece_words, dtype=torch.long).to(device),
-            first_pieces=torch.tensor(first_pieces, dtype=torch.long).to(device),
-            word_mask=word_mask.to(device),
+            input_ids=input_ids[:, :used].to(device, non_blocking=True),
+            attention_mask=attention_mask[:, :used].to(device, non_blocking=True),
+            piece_positions=positions.to(device, non_blocking=True),
+            piece_words=torch.tensor(piece_words, dtype=torch.long).to(device, non_blocking=True),
+            first_pieces=torch.tensor(first_pieces, dtype=torch.long).to(device, non_blocking=True),
+            word_mask=word_mask.to(device, non_blocking=True),
         )
 
 

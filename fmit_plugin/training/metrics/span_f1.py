@@ -5,7 +5,7 @@ only `B-` can open an entity, is tracked alongside it.
 """
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
@@ -15,6 +15,8 @@ import torch.distributed as dist
 from fmit_plugin.training import distributed
 
 Span = Tuple[str, int, int]
+# Per label id its prefix and type index `# (labels,)` each, and the sorted types.
+_LabelTensors = Tuple[torch.Tensor, torch.Tensor, Tuple[str, ...]]
 
 
 def _split_tag(tag: str) -> Tuple[str, Optional[str]]:
@@ -57,6 +59,77 @@ def bio_tags_to_spans(tags: Sequence[str], strict: bool = False) -> List[Span]:
     return spans
 
 
+def _label_tensors(labels: Mapping[int, str], device: torch.device) -> _LabelTensors:
+    """Per label id: its prefix (0 `O`, 1 `B`, 2 `I`) and its type's index in the sorted types."""
+    split = {index: _split_tag(label) for index, label in labels.items()}
+    types = tuple(sorted({tag_type for _, tag_type in split.values() if tag_type is not None}))
+    size = max(labels) + 1 if labels else 0
+    prefixes, kinds = [0] * size, [0] * size
+    for index, (prefix, tag_type) in split.items():
+        prefixes[index] = "OBI".index(prefix)
+        kinds[index] = types.index(tag_type) if tag_type is not None else 0
+    return torch.tensor(prefixes, device=device), torch.tensor(kinds, device=device), types
+
+
+def _tensor_spans(
+    ids: torch.Tensor, mask: torch.Tensor, prefixes: torch.Tensor, kinds: torch.Tensor
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """
+    `bio_tags_to_spans` for a batch of label ids, elementwise: ids and mask `# (batch, time)` ->
+    where a span starts (default mode), the type index at each position (-1 outside spans), the
+    last position of the span that starts there, and whether a `B-` opened it. The strict spans are
+    exactly the default spans opened by `B-`: both end on `O`, `B-` or a type change.
+    """
+    mask = mask.bool()
+    # Ids past a sequence's end may be anything (e.g. Viterbi's sentinel states): clamp, then mask.
+    ids = ids.clamp(0, prefixes.numel() - 1)
+    prefix = torch.where(mask, prefixes[ids], 0)
+    inside = prefix > 0
+    kind = torch.where(inside, kinds[ids], -1)
+    before = torch.full_like(kind[:, :1], -1)
+    starts = inside & ((prefix == 1) | (torch.cat([before, kind[:, :-1]], dim=1) != kind))
+    after = torch.zeros_like(inside[:, :1])
+    next_inside = torch.cat([inside[:, 1:], after], dim=1)
+    next_starts = torch.cat([starts[:, 1:], after], dim=1)
+    last = inside & (~next_inside | next_starts)
+    time = ids.shape[1]
+    position = torch.arange(time, device=ids.device).expand_as(ids)
+    # The first span end at or after each position: a reversed running minimum.
+    end = torch.where(last, position, time).flip(1).cummin(dim=1).values.flip(1)
+    return starts, kind, end, starts & (prefix == 1)
+
+
+def span_count_table(
+    predicted: torch.Tensor,
+    gold: torch.Tensor,
+    mask: torch.Tensor,
+    prefixes: torch.Tensor,
+    kinds: torch.Tensor,
+    num_types: int,
+) -> torch.Tensor:
+    """
+    Span counts of a batch of label ids on their device, with no read back to the host:
+    `predicted`, `gold`, `mask` `# (batch, time)` (left-aligned), `prefixes` / `kinds` `# (labels,)`
+    from `_label_tensors`; returns `# (2, 3, types)`: [default, strict] x [true positives, predicted
+    spans, gold spans] per type, the same spans as `bio_tags_to_spans` finds. A predicted span is a
+    true positive when a gold span has the same start, end and type.
+    """
+    p_starts, p_kind, p_end, p_by_b = _tensor_spans(predicted, mask, prefixes, kinds)
+    g_starts, g_kind, g_end, g_by_b = _tensor_spans(gold, mask, prefixes, kinds)
+    match = p_starts & g_starts & (p_kind == g_kind) & (p_end == g_end)
+    # (batch, time, types)
+    p_types = torch.nn.functional.one_hot(p_kind.clamp(min=0), num_types)
+    g_types = torch.nn.functional.one_hot(g_kind.clamp(min=0), num_types)
+
+    def per_type(flags: torch.Tensor, types: torch.Tensor) -> torch.Tensor:
+        return (types * flags.unsqueeze(-1)).sum(dim=(0, 1))  # (types,)
+
+    return torch.stack([
+        torch.stack([per_type(match, p_types), per_type(p_starts, p_types), per_type(g_starts, g_types)]),
+        torch.stack([per_type(match & p_by_b & g_by_b, p_types), per_type(p_by_b, p_types), per_type(g_by_b, g_types)]),
+    ])
+
+
 @dataclass
 class SpanCounts:
     """True positive, false positive and false negative span counts for one entity type."""
@@ -88,6 +161,10 @@ class SpanF1Measure:
     `get_metric`. Scores are micro-averaged from counts summed over every batch (and, under
     `torch.distributed`, over every worker), never averaged from per-batch scores.
 
+    Taggers call `add_ids` with label id tensors instead: the counting then stays on the tensors'
+    device and nothing is read back until `get_metric`, so a training or validation step does not
+    wait for the accelerator to update the metric.
+
     `get_metric` returns `precision-overall`, `recall-overall`, `f1-measure-overall`, the same three
     per entity type (e.g. `f1-measure-PER`) for every type seen in gold or predicted tags, and
     `precision-strict-overall`, `recall-strict-overall`, `f1-measure-strict-overall` computed from
@@ -97,6 +174,48 @@ class SpanF1Measure:
     def __init__(self) -> None:
         self._counts: Dict[str, SpanCounts] = defaultdict(SpanCounts)
         self._strict_counts: Dict[str, SpanCounts] = defaultdict(SpanCounts)
+        # Counts from `add_ids` not yet read: `# (2, 3, types)` on the tensors' device, and its types.
+        self._pending: Optional[torch.Tensor] = None
+        self._pending_types: Tuple[str, ...] = ()
+        # Per label set and device: the prefix and type tables (built once, not copied every batch).
+        self._tables: Dict[Tuple[Tuple[Tuple[int, str], ...], torch.device], _LabelTensors] = {}
+
+    def add_ids(
+        self, predicted: torch.Tensor, gold: torch.Tensor, mask: torch.Tensor, labels: Mapping[int, str]
+    ) -> None:
+        """
+        Counts a batch given as label ids: `predicted`, `gold`, `mask` `# (batch, time)`, `labels` the
+        id -> BIO label mapping. The same counts as calling the metric with the labels' strings.
+        """
+        if predicted.shape != gold.shape or predicted.shape != mask.shape:
+            raise ValueError(
+                f"predicted {tuple(predicted.shape)}, gold {tuple(gold.shape)} and mask {tuple(mask.shape)} "
+                "must have the same shape"
+            )
+        key = (tuple(sorted(labels.items())), predicted.device)
+        if key not in self._tables:
+            self._tables[key] = _label_tensors(labels, predicted.device)
+        prefixes, kinds, types = self._tables[key]
+        if types != self._pending_types:
+            self._read_pending()
+            self._pending_types = types
+        table = span_count_table(predicted.detach(), gold.detach(), mask, prefixes, kinds, len(types))
+        self._pending = table if self._pending is None else self._pending + table
+
+    def _read_pending(self) -> None:
+        """Moves the `add_ids` counts into the per-type counts: one read from their device."""
+        if self._pending is None:
+            return
+        (tp, predicted, gold), (strict_tp, strict_predicted, strict_gold) = self._pending.tolist()
+        for index, span_type in enumerate(self._pending_types):
+            for counts, true, found, expected in (
+                (self._counts, tp, predicted, gold), (self._strict_counts, strict_tp, strict_predicted, strict_gold)
+            ):
+                if found[index] or expected[index]:
+                    counts[span_type] += SpanCounts(
+                        true[index], found[index] - true[index], expected[index] - true[index]
+                    )
+        self._pending = None
 
     def __call__(self, predicted_tags: Sequence[Sequence[str]], gold_tags: Sequence[Sequence[str]]) -> None:
         if len(predicted_tags) != len(gold_tags):
@@ -122,6 +241,7 @@ class SpanF1Measure:
         Under `torch.distributed` this is a collective call: every worker must call it, and each gets
         the scores over all workers' data (except inside `distributed.this_worker_only()`).
         """
+        self._read_pending()
         counts, strict_counts = self._gathered_counts()
         metrics: Dict[str, float] = {}
         for span_type in sorted(counts):
@@ -135,6 +255,7 @@ class SpanF1Measure:
     def reset(self) -> None:
         self._counts.clear()
         self._strict_counts.clear()
+        self._pending = None
 
     @staticmethod
     def _add_scores(metrics: Dict[str, float], counts: SpanCounts, suffix: str) -> None:
