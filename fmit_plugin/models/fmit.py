@@ -14,7 +14,7 @@ from fmit_plugin.modules.flat_lattice import LatticeProjection, build_flat_latti
 from fmit_plugin.modules.flat_lattice_transformer import FlatLatticeTransformer
 from fmit_plugin.modules.tagging_head import TaggingHead, require_bio
 from fmit_plugin.modules.token_embedders import TokenEmbedder
-from fmit_plugin.training.metrics.span_f1 import SpanF1Measure
+from fmit_plugin.training.metrics.span_f1 import SpanF1Measure, bio_positions, label_tensors
 
 # Entity boundary tags of the EBD task, untyped BIOUL: the paper's {B, E, O} cannot tag a
 # one-word entity (both its head and its tail), so single words get U and inner words I.
@@ -125,14 +125,11 @@ class Fmit(Model):
             )
         self._f1_metric = SpanF1Measure()
         # Prefix (0 O, 1 B, 2 I) and type index of every label id, for `_boundary_tags`.
-        prefixes = [{"B": 1, "I": 2}.get(labels[i][:1], 0) for i in range(len(labels))]
-        types = sorted({labels[i][2:] for i in range(len(labels))})
+        prefixes, kinds, _ = label_tensors(labels)
         self._label_prefix: torch.Tensor
         self._label_type: torch.Tensor
-        self.register_buffer("_label_prefix", torch.tensor(prefixes, dtype=torch.long), persistent=False)
-        self.register_buffer(
-            "_label_type", torch.tensor([types.index(labels[i][2:]) for i in range(len(labels))]), persistent=False
-        )
+        self.register_buffer("_label_prefix", prefixes, persistent=False)
+        self.register_buffer("_label_type", kinds, persistent=False)
 
     def _objects(
         self,
@@ -212,18 +209,10 @@ class Fmit(Model):
         is open on the previous word, else opens one. Elementwise on the tags' device, so training
         reads nothing back to the host here.
         """
-        mask = mask.bool()
-        # (batch, words): label prefix (0 O, 1 B, 2 I) and type of every word
-        prefix = self._label_prefix[tags]
-        kind = self._label_type[tags]
-        in_entity = mask & (prefix > 0)
-        continues = torch.zeros_like(in_entity)
-        continues[:, 1:] = in_entity[:, 1:] & (prefix[:, 1:] == 2) & in_entity[:, :-1] & (kind[:, 1:] == kind[:, :-1])
-        begins = in_entity & ~continues
-        ends = in_entity.clone()
-        ends[:, :-1] &= ~continues[:, 1:]
+        entities = bio_positions(tags, mask, self._label_prefix, self._label_type)
+        begins, ends = entities.starts, entities.last
         ids = {label: BOUNDARY_LABELS.index(label) for label in BOUNDARY_LABELS}
-        boundary = torch.where(in_entity, ids["I-ENT"], ids["O"])
+        boundary = torch.where(entities.inside, ids["I-ENT"], ids["O"])
         boundary = torch.where(begins & ~ends, ids["B-ENT"], boundary)
         boundary = torch.where(~begins & ends, ids["L-ENT"], boundary)
         return torch.where(begins & ends, ids["U-ENT"], boundary)

@@ -7,7 +7,7 @@ only `B-` can open an entity, is tracked alongside it.
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import torch
 import torch.distributed as dist
@@ -16,7 +16,7 @@ from fmit_plugin.training import distributed
 
 Span = Tuple[str, int, int]
 # Per label id its prefix and type index `# (labels,)` each, and the sorted types.
-_LabelTensors = Tuple[torch.Tensor, torch.Tensor, Tuple[str, ...]]
+LabelTensors = Tuple[torch.Tensor, torch.Tensor, Tuple[str, ...]]
 
 
 def _split_tag(tag: str) -> Tuple[str, Optional[str]]:
@@ -59,8 +59,9 @@ def bio_tags_to_spans(tags: Sequence[str], strict: bool = False) -> List[Span]:
     return spans
 
 
-def _label_tensors(labels: Mapping[int, str], device: torch.device) -> _LabelTensors:
-    """Per label id: its prefix (0 `O`, 1 `B`, 2 `I`) and its type's index in the sorted types."""
+def label_tensors(labels: Mapping[int, str], device: Optional[torch.device] = None) -> LabelTensors:
+    """Per label id `# (labels,)`: its prefix (0 `O`, 1 `B`, 2 `I`) and its type's index in the
+    sorted types (0 for `O`); and the sorted types."""
     split = {index: _split_tag(label) for index, label in labels.items()}
     types = tuple(sorted({tag_type for _, tag_type in split.values() if tag_type is not None}))
     size = max(labels) + 1 if labels else 0
@@ -71,14 +72,24 @@ def _label_tensors(labels: Mapping[int, str], device: torch.device) -> _LabelTen
     return torch.tensor(prefixes, device=device), torch.tensor(kinds, device=device), types
 
 
-def _tensor_spans(
-    ids: torch.Tensor, mask: torch.Tensor, prefixes: torch.Tensor, kinds: torch.Tensor
-) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+class BioPositions(NamedTuple):
+    """Where the entities of a batch of BIO label ids lie, read as `bio_tags_to_spans` reads them
+    (default mode); each `# (batch, time)`."""
+
+    inside: torch.Tensor  # the word belongs to an entity
+    starts: torch.Tensor  # the word opens an entity
+    last: torch.Tensor  # the word closes an entity
+    kind: torch.Tensor  # the entity's type index, -1 outside entities
+    opened_by_b: torch.Tensor  # the word opens an entity with `B-` (the strict mode's entities)
+
+
+def bio_positions(ids: torch.Tensor, mask: torch.Tensor, prefixes: torch.Tensor, kinds: torch.Tensor) -> BioPositions:
     """
-    `bio_tags_to_spans` for a batch of label ids, elementwise: ids and mask `# (batch, time)` ->
-    where a span starts (default mode), the type index at each position (-1 outside spans), the
-    last position of the span that starts there, and whether a `B-` opened it. The strict spans are
-    exactly the default spans opened by `B-`: both end on `O`, `B-` or a type change.
+    `bio_tags_to_spans` for a batch of label ids, elementwise on their device: `ids` and `mask`
+    `# (batch, time)` (left-aligned), `prefixes` / `kinds` from `label_tensors`. `B-X` opens an
+    entity; `I-X` continues one of type X open on the previous word, else opens one. The strict
+    mode's entities are exactly those opened by `B-`: both modes end an entity on `O`, `B-` or a type
+    change.
     """
     mask = mask.bool()
     # Ids past a sequence's end may be anything (e.g. Viterbi's sentinel states): clamp, then mask.
@@ -92,11 +103,7 @@ def _tensor_spans(
     next_inside = torch.cat([inside[:, 1:], after], dim=1)
     next_starts = torch.cat([starts[:, 1:], after], dim=1)
     last = inside & (~next_inside | next_starts)
-    time = ids.shape[1]
-    position = torch.arange(time, device=ids.device).expand_as(ids)
-    # The first span end at or after each position: a reversed running minimum.
-    end = torch.where(last, position, time).flip(1).cummin(dim=1).values.flip(1)
-    return starts, kind, end, starts & (prefix == 1)
+    return BioPositions(inside, starts, last, kind, starts & (prefix == 1))
 
 
 def span_count_table(
@@ -110,13 +117,22 @@ def span_count_table(
     """
     Span counts of a batch of label ids on their device, with no read back to the host:
     `predicted`, `gold`, `mask` `# (batch, time)` (left-aligned), `prefixes` / `kinds` `# (labels,)`
-    from `_label_tensors`; returns `# (2, 3, types)`: [default, strict] x [true positives, predicted
+    from `label_tensors`; returns `# (2, 3, types)`: [default, strict] x [true positives, predicted
     spans, gold spans] per type, the same spans as `bio_tags_to_spans` finds. A predicted span is a
     true positive when a gold span has the same start, end and type.
     """
-    p_starts, p_kind, p_end, p_by_b = _tensor_spans(predicted, mask, prefixes, kinds)
-    g_starts, g_kind, g_end, g_by_b = _tensor_spans(gold, mask, prefixes, kinds)
-    match = p_starts & g_starts & (p_kind == g_kind) & (p_end == g_end)
+    p = bio_positions(predicted, mask, prefixes, kinds)
+    g = bio_positions(gold, mask, prefixes, kinds)
+    time = predicted.shape[1]
+    position = torch.arange(time, device=predicted.device).expand_as(predicted)
+
+    def span_end(last: torch.Tensor) -> torch.Tensor:
+        # The first entity end at or after each word: a reversed running minimum.
+        return torch.where(last, position, time).flip(1).cummin(dim=1).values.flip(1)
+
+    p_starts, p_kind, p_by_b = p.starts, p.kind, p.opened_by_b
+    g_starts, g_kind, g_by_b = g.starts, g.kind, g.opened_by_b
+    match = p_starts & g_starts & (p_kind == g_kind) & (span_end(p.last) == span_end(g.last))
     # (batch, time, types)
     p_types = torch.nn.functional.one_hot(p_kind.clamp(min=0), num_types)
     g_types = torch.nn.functional.one_hot(g_kind.clamp(min=0), num_types)
@@ -178,7 +194,7 @@ class SpanF1Measure:
         self._pending: Optional[torch.Tensor] = None
         self._pending_types: Tuple[str, ...] = ()
         # Per label set and device: the prefix and type tables (built once, not copied every batch).
-        self._tables: Dict[Tuple[Tuple[Tuple[int, str], ...], torch.device], _LabelTensors] = {}
+        self._tables: Dict[Tuple[Tuple[Tuple[int, str], ...], torch.device], LabelTensors] = {}
 
     def add_ids(
         self, predicted: torch.Tensor, gold: torch.Tensor, mask: torch.Tensor, labels: Mapping[int, str]
@@ -194,7 +210,7 @@ class SpanF1Measure:
             )
         key = (tuple(sorted(labels.items())), predicted.device)
         if key not in self._tables:
-            self._tables[key] = _label_tensors(labels, predicted.device)
+            self._tables[key] = label_tensors(labels, predicted.device)
         prefixes, kinds, types = self._tables[key]
         if types != self._pending_types:
             self._read_pending()
