@@ -137,6 +137,7 @@ def build_flat_lattice(
     object_spans: Optional[torch.Tensor],
     cls_embedding: torch.Tensor,
     sep_embedding: torch.Tensor,
+    read_sizes: Optional[bool] = None,
 ) -> FlatLattice:
     """
     Flattens words and visual objects into one lattice per example,
@@ -165,6 +166,13 @@ def build_flat_lattice(
         `(dim,)` or `(batch, dim)`
     sep_embedding : `torch.Tensor`
         `(dim,)` or `(batch, dim)`
+    read_sizes : `bool`, optional (default = `None`)
+        Whether to read the sizes of the inputs back to the host (one read): the lattice is then as
+        long as its longest example and the inputs are checked (the errors below). Without the read
+        it is ``words + objects + 2`` cells long, the length the input shapes allow (extra cells are
+        padding), the inputs are not checked, and the host never waits for the device here. `None`:
+        read on the CPU, where reading is free; not on an accelerator, where the read would make the
+        host wait for every queued kernel (the reader checks the spans where it makes them).
 
     # Returns
 
@@ -225,9 +233,13 @@ def build_flat_lattice(
     # (batch,)
     num_objects = object_mask.sum(dim=1)
     bad_spans = _bad_spans(object_spans, object_mask, num_words)
+    if read_sizes is None:
+        read_sizes = device.type == "cpu"
     # The sizes and the validity of the inputs in one read from the device: each separate read would
     # stall an accelerator's queue.
-    if batch_size > 0:
+    if not read_sizes:
+        max_words, longest, misaligned, invalid = num_word_slots, num_word_slots + num_object_slots, 0, 0
+    elif batch_size > 0:
         summary = torch.stack([
             num_words.max(), (num_words + num_objects).max(), (~left_aligned).any().long(), bad_spans.any().long()
         ])

@@ -1,4 +1,5 @@
 import copy
+import functools
 import json
 
 import pytest
@@ -12,6 +13,7 @@ from fmit_plugin.data.data_loader import collate
 from fmit_plugin.data.instance import TaggingInstance, VisualObjects
 from fmit_plugin.data.twitter_mner import TwitterMnerReader
 from fmit_plugin.data.vocabulary import Vocabulary
+from fmit_plugin.models import fmit as fmit_module
 from fmit_plugin.models.fmit import BOUNDARY_LABELS, Fmit
 from fmit_plugin.models.model import Model
 from fmit_plugin.modules.flat_lattice_transformer import interaction_parameter_count
@@ -271,3 +273,18 @@ def test_fmit_end_to_end_with_visual_objects_from_the_reader(tiny_bert, tmp_path
     assert with_image["objects"][0] == {"label": "whole image", "box": [0.0, 0.0, 48.0, 48.0], "start": 0, "end": 3}
     assert {"label": "Zorp", "box": [0.0, 0.0, 20.0, 20.0], "start": 0, "end": 1} in with_image["objects"]
     assert len(without_image["tags"]) == 3
+
+
+def test_the_lattice_length_bound_of_accelerators_gives_the_same_outputs(tiny_bert, monkeypatch):
+    # On an accelerator the lattice is not cut to its longest example (no read from the device):
+    # the extra padding cells must change nothing, in the loss (EBD included) or the tags.
+    model = _model(tiny_bert, boundary_weight=0.25)
+    batch = collate(_visual_instances()[:5], model.vocab)
+    torch.manual_seed(1)
+    exact = model(**batch)
+    bounded_builder = functools.partial(fmit_module.build_flat_lattice, read_sizes=False)
+    monkeypatch.setattr(fmit_module, "build_flat_lattice", bounded_builder)
+    torch.manual_seed(1)
+    bounded = model(**batch)
+    assert torch.allclose(bounded["loss"], exact["loss"], atol=1e-5)
+    assert torch.equal(bounded["tags"], exact["tags"])

@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from fmit_plugin.modules.flat_lattice import FlatLattice, LatticeProjection, build_flat_lattice, word_cells
+from tests.host_reads import HostReads
 
 DIM = 4
 
@@ -208,3 +209,26 @@ def test_lattice_projection_matches_eq_1_and_2_with_shared_output():
     assert projection(words)[1] is None
     # W1, b1, W2, b2 and one shared W0, b0
     assert sum(p.numel() for p in projection.parameters()) == (6 * 8 + 8) + (10 * 8 + 8) + (8 * 8 + 8)
+
+
+def test_without_reading_sizes_the_lattice_is_the_same_plus_padding_cells_and_reads_nothing():
+    torch.manual_seed(0)
+    words = torch.randn(3, 6, DIM, dtype=torch.double)
+    word_mask = torch.arange(6).unsqueeze(0) < torch.tensor([[6], [2], [4]])
+    objects = torch.randn(3, 3, DIM, dtype=torch.double)
+    object_mask = torch.tensor([[False, False, False], [True, True, True], [True, False, True]])
+    spans = torch.tensor([[[0, 5]] * 3, [[0, 0], [1, 1], [0, 1]], [[3, 3], [0, 9], [1, 2]]])
+    exact = build_flat_lattice(words, word_mask, objects, object_mask, spans, CLS, SEP, read_sizes=True)
+    with HostReads() as reads:
+        bounded = build_flat_lattice(words, word_mask, objects, object_mask, spans, CLS, SEP, read_sizes=False)
+    assert reads.seen == []
+    cells = exact.mask.size(1)  # 6 words + 2, the longest example
+    assert cells == 8 and bounded.mask.size(1) == 6 + 3 + 2
+    for field in ("embeddings", "mask", "head", "tail"):
+        assert torch.equal(getattr(bounded, field)[:, :cells], getattr(exact, field)), field
+    assert not bounded.mask[:, cells:].any() and not bounded.embeddings[:, cells:].any()
+    for field in ("word_mask", "object_mask", "object_cell_index"):
+        assert torch.equal(getattr(bounded, field), getattr(exact, field)), field
+    # On the CPU the sizes are read by default (and the inputs checked).
+    default = build_flat_lattice(words, word_mask, objects, object_mask, spans, CLS, SEP)
+    assert default.mask.size(1) == cells
