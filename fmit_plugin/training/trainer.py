@@ -330,7 +330,7 @@ class GradientDescentTrainer(Trainer):
             if bad_batch:
                 raise RuntimeError(
                     f"Loss became non-finite at epoch {epoch + 1}, batch {int(bad_batch)} (noticed at batch "
-                    f"{batches}; the last checkpoint is untouched, see --recover)"
+                    f"{batches}; the checkpoints of the finished epochs are untouched)"
                 )
             # Running figures for the bar and TensorBoard: the primary worker's own shard, no sync.
             if not bar.disable or self._writer is not None:
