@@ -149,7 +149,8 @@ def table(result: dict[str, Any]) -> str:
         f"valid / test, {100 * settings['missing_image_rate']:g}% of them without image file and "
         f"{100 * settings['blank_image_rate']:g}% with a blank one, {result['epochs']} epochs, best validation "
         "epoch kept), offline MiniLM + "
-        f"EfficientNet-Lite0, on {result['machine']['cpu_count']} CPU cores (`{result['command']}`):\n\n"
+        f"EfficientNet-Lite0, on {result['machine']['cpu_count']} CPU cores with "
+        f"{result['machine']['torch_threads']} torch thread(s) (`{result['command']}`):\n\n"
     )
     return caption + markdown_table(header, rows)
 

@@ -77,9 +77,9 @@ COLOUR_JITTER = 18
 # Entities per tweet: ~15% none, ~45% one, ~40% two or three (of different types).
 ENTITY_COUNT_WEIGHTS = ((0, 0.15), (1, 0.45), (2, 0.28), (3, 0.12))
 CUE_TEMPLATE_RATE = 0.3  # of the tweets with entities
-# Tweets without a usable image can only be typed from textual cues (about 43% F1 for the best text model), so
-# their share bounds every model's overall F1: at 2% + 2% a model perfect on the rest can reach about 97.7,
-# at 5% + 5% only about 94.5 (README, "The benchmark").
+# Tweets without a usable image can only be typed from textual cues (about 45% F1 for the text-only model), so
+# their share bounds every model's overall F1: at 2% + 2% a model perfect on the rest can reach about 98, at
+# 5% + 5% only about 94.5 (README, "Synthetic tweets: only the image decides the type").
 MISSING_IMAGE_RATE = 0.02
 BLANK_IMAGE_RATE = 0.02
 
