@@ -11,7 +11,7 @@ region belongs to which name).
 Besides all test tweets, every row is scored on three subsets: the tweets with entities of two or
 more types, the tweets with an image, and the tweets without one (missing or blank: 4% by the
 generator's defaults, `--missing-image-rate` / `--blank-image-rate`), whose entities only a textual
-cue can type, so that their share bounds every row's overall F1).
+cue can type: their share bounds every row's overall F1.
 
 Rows: text-only BERT-CRF; FMIT with the grounded objects of the sidecar; FMIT with every image blank
 (the same tweets, generated with `blank_image_rate=1`); FMIT w/o Rel (`pytorch_transformer` over the
