@@ -57,16 +57,19 @@ class CrossAttentionLayer(torch.nn.Module):
         return self.feedforward_norm(hidden + self.dropout(self.feedforward(hidden)))
 
 
-def _pack(selected: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _pack(selected: torch.Tensor, read_size: Optional[bool] = None) -> tuple[torch.Tensor, torch.Tensor]:
     """
     The cells a boolean `(batch, cells)` selects, packed to the left in their order: their cell
     indices `(batch, size)` and which of those slots are real `(batch, size)`, with `size` the
-    largest count of the batch (at least 1).
+    largest count of the batch (at least 1) when `read_size`, else every cell (at least 1).
+    `read_size` defaults to reading on the CPU only: the size sets tensor shapes, and reading it on
+    an accelerator would make the host wait for every queued kernel.
     """
     # (batch,)
     count = selected.sum(dim=1)
-    # The packed size sets tensor shapes, so it is read on the host (one sync on accelerators).
-    size = max(1, min(int(count.max()), selected.size(1)))
+    if read_size is None:
+        read_size = selected.device.type == "cpu"
+    size = max(1, min(int(count.max()), selected.size(1)) if read_size else selected.size(1))
     order = torch.argsort((~selected).long(), dim=1, stable=True)[:, :size]
     valid = torch.arange(size, device=selected.device).unsqueeze(0) < count.unsqueeze(1)
     return order, valid

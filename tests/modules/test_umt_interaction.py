@@ -1,11 +1,15 @@
+import functools
+
 import pytest
 import torch
 from allennlp_light.modules.seq2seq_encoders import Seq2SeqEncoder
 from tango.common import Params
 from tango.common.exceptions import ConfigurationError
 
+from fmit_plugin.modules import umt_interaction
 from fmit_plugin.modules.flat_lattice import build_flat_lattice
 from fmit_plugin.modules.umt_interaction import UmtInteraction
+from tests.host_reads import HostReads
 
 DIM = 8
 
@@ -113,3 +117,14 @@ def test_builds_from_params_with_umt_defaults():
     assert isinstance(same_width.text_projection, torch.nn.Identity)
     with pytest.raises(ConfigurationError, match="divisible"):
         UmtInteraction(hidden_dim=10, num_attention_heads=3)
+
+
+def test_packing_every_cell_as_on_an_accelerator_gives_the_same_outputs(monkeypatch):
+    # Off the CPU the modalities are packed to the lattice length, not read back to the host.
+    module, lattice = _module(), _lattice()
+    exact = _encode(module, lattice)
+    monkeypatch.setattr(umt_interaction, "_pack", functools.partial(umt_interaction._pack, read_size=False))
+    with HostReads() as reads:
+        bounded = _encode(module, lattice)
+    assert reads.seen == []
+    assert torch.allclose(bounded, exact, atol=1e-10)
