@@ -194,8 +194,6 @@ def build_flat_lattice(
         )
     # (batch,)
     num_words = word_mask.sum(dim=1)
-    word_slots = torch.arange(num_word_slots, device=device)
-    left_aligned = word_mask == (word_slots.unsqueeze(0) < num_words.unsqueeze(1))
 
     if object_embeddings is None or object_embeddings.size(1) == 0:
         object_embeddings = word_embeddings.new_zeros(batch_size, 0, dim)
@@ -232,25 +230,27 @@ def build_flat_lattice(
 
     # (batch,)
     num_objects = object_mask.sum(dim=1)
-    bad_spans = _bad_spans(object_spans, object_mask, num_words)
     if read_sizes is None:
         read_sizes = device.type == "cpu"
-    # The sizes and the validity of the inputs in one read from the device: each separate read would
-    # stall an accelerator's queue.
     if not read_sizes:
-        max_words, longest, misaligned, invalid = num_word_slots, num_word_slots + num_object_slots, 0, 0
+        max_words, longest = num_word_slots, num_word_slots + num_object_slots
     elif batch_size > 0:
+        word_slots = torch.arange(num_word_slots, device=device)
+        left_aligned = word_mask == (word_slots.unsqueeze(0) < num_words.unsqueeze(1))
+        bad_spans = _bad_spans(object_spans, object_mask, num_words)
+        # The sizes and the validity of the inputs in one read from the device: each separate read
+        # would stall an accelerator's queue.
         summary = torch.stack([
             num_words.max(), (num_words + num_objects).max(), (~left_aligned).any().long(), bad_spans.any().long()
         ])
         max_words, longest, misaligned, invalid = (int(value) for value in summary.tolist())
+        if misaligned:
+            example = int((~left_aligned).any(dim=1).nonzero()[0])
+            raise ValueError(f"word_mask of example {example} is not left-aligned (real words must come first)")
+        if invalid:
+            _raise_for_span(bad_spans, object_spans, num_words)
     else:
-        max_words = longest = misaligned = invalid = 0
-    if misaligned:
-        example = int((~left_aligned).any(dim=1).nonzero()[0])
-        raise ValueError(f"word_mask of example {example} is not left-aligned (real words must come first)")
-    if invalid:
-        _raise_for_span(bad_spans, object_spans, num_words)
+        max_words = longest = 0
     num_cells = longest + 2
 
     # Objects are packed in their original order with masked ones dropped: the rank of a real
