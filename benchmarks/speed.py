@@ -21,7 +21,7 @@ round-robin within a group so that load from other processes hits every row alik
    forward at batch 16 x 128 words + 8 objects.
 
 Batches: `--batches` batches of 16 tweets as the training data loader makes them (the "bucket"
-sampler over all of `--data`, Twitter-2015 train, or over tweets of a fixed length distribution when
+sampler, by word pieces, over all of `--data`, Twitter-2015 train, or over tweets of a fixed length distribution when
 it is absent), those at evenly spaced length quantiles, deterministic from `--seed`; each tweet gets
 1-8 visual objects (random 2048-d features standing for precomputed ResNet-152 features, random word
 spans). Times are per call (all the batches of the row); tweets/s = tweets / median.
@@ -67,6 +67,7 @@ from fmit_plugin.models.model import Model
 from fmit_plugin.modules.flat_lattice import build_flat_lattice
 from fmit_plugin.modules.flat_lattice_transformer import FlatLatticeTransformer
 from fmit_plugin.modules.relative_position_fusion import RelativePositionFusion
+from fmit_plugin.modules.token_embedders import PretrainedTransformerMismatchedEmbedder
 from fmit_plugin.modules.umt_interaction import UmtInteraction
 from fmit_plugin.predictors.predictor import SentenceTaggerPredictor
 from fmit_plugin.training.util import autocast, move_to_device
@@ -114,18 +115,27 @@ def read_tweets(data: Optional[Path], rng: random.Random) -> list[list[str]]:
     return [[rng.choice(vocabulary) for _ in range(length)] for length in lengths]
 
 
+def word_piece_counter() -> PretrainedTransformerMismatchedEmbedder:
+    """The offline MiniLM's embedder (random weights): its uncased WordPiece is also the bert-base
+    rows' tokenizer, so its `sequence_lengths` are what both encoders' padding is paid in."""
+    return PretrainedTransformerMismatchedEmbedder(OFFLINE_TEXT_MODEL, load_weights=False)
+
+
 def make_batches(data: Optional[Path], num_batches: int, seed: int) -> list[list[TaggingInstance]]:
     """
     `num_batches` batches of 16 tweets as training batches them: all tweets cut into batches by the
-    "bucket" sampler (length-sorted with 10% noise), of which the batches at evenly spaced quantiles
-    of length are kept, so that lengths and padding are representative. Each tweet then gets 1-8
-    visual objects (random 2048-d features, random spans of 1-3 words) and random BIO tags.
+    "bucket" sampler (sorted by word pieces, as `train` sorts them, with 10% noise), of which the
+    batches at evenly spaced quantiles of length are kept, so that lengths and padding are
+    representative. Each tweet then gets 1-8 visual objects (random 2048-d features, random spans
+    of 1-3 words) and random BIO tags.
     """
     rng = random.Random(seed)
     generator = torch.Generator().manual_seed(seed)
     pool = [TaggingInstance(words) for words in read_tweets(data, rng)]
-    sampled = [batch for batch in BucketBatchSampler(BATCH_SIZE).batches(pool, epoch=seed) if len(batch) == BATCH_SIZE]
-    sampled.sort(key=lambda batch: sum(len(pool[i]) for i in batch))
+    pieces = word_piece_counter().sequence_lengths([instance.words for instance in pool])
+    sampled = [batch for batch in BucketBatchSampler(BATCH_SIZE).batches(pool, epoch=seed, lengths=pieces)
+               if len(batch) == BATCH_SIZE]
+    sampled.sort(key=lambda batch: sum(pieces[i] for i in batch))
     chosen = [sampled[int((k + 0.5) * len(sampled) / num_batches)] for k in range(num_batches)]
     batches = []
     for batch in chosen:
@@ -146,11 +156,10 @@ def make_batches(data: Optional[Path], num_batches: int, seed: int) -> list[list
 def padding_use(batches: list[list[TaggingInstance]]) -> dict[str, float]:
     """Share of the padded slots that hold something real: word slots, word pieces (MiniLM's uncased
     WordPiece, [CLS] and [SEP] included) and lattice cells ([CLS], words, [SEP], objects)."""
-    from transformers import AutoTokenizer
+    counter = word_piece_counter()
 
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(OFFLINE_TEXT_MODEL))
     def pieces(instance: TaggingInstance) -> int:
-        return 2 + sum(len(p) or 1 for p in tokenizer(instance.words, add_special_tokens=False)["input_ids"])
+        return counter.sequence_lengths([instance.words])[0]
 
     def cells(instance: TaggingInstance) -> int:
         return len(instance) + 2 + (len(instance.visual.spans) if instance.visual is not None else 1)

@@ -69,6 +69,7 @@ def evaluate_archive(
     archive.model.vocab.check_labels(instances)
     loader = DataLoader.from_params(loader_params, instances=instances)
     loader.index_with(archive.model.vocab)
+    loader.set_sorting_lengths(archive.model.sorting_lengths(instances))
     predictions: Optional[list[dict[str, Any]]] = [] if predictions_output_file else None
     device = archive.model.device()
     metrics = evaluate(archive.model, loader, device, "evaluating", len(loader), predictions)

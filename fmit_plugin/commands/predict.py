@@ -242,7 +242,8 @@ def _predict_batch(
             slots.append(slot)
         except Exception as error:  # noqa: BLE001 - any failure here belongs to this line only
             results[slot] = item.failure(_describe(error))
-    by_length = sorted(range(len(instances)), key=lambda k: len(instances[k]))
+    lengths = predictor.model.sorting_lengths(instances)
+    by_length = sorted(range(len(instances)), key=lambda k: lengths[k])
     size = batch_size or max(len(instances), 1)
     for start in range(0, len(by_length), size):
         chosen = by_length[start : start + size]

@@ -189,10 +189,12 @@ def _train(params: Params, serialization_dir: Path, recover: bool, dry_run: bool
     validation_loader_params = _validation_loader_params(params)
     data_loader = DataLoader.from_params(params.pop("data_loader"), instances=train_data)
     data_loader.index_with(vocab)
+    data_loader.set_sorting_lengths(model.sorting_lengths(train_data))
 
     def evaluation_loader(instances: list[TaggingInstance]) -> DataLoader:
         loader = DataLoader.from_params(validation_loader_params.duplicate(), instances=instances)
         loader.index_with(vocab)
+        loader.set_sorting_lengths(model.sorting_lengths(instances))
         return loader
 
     validation_loader = evaluation_loader(validation_data) if validation_data is not None else None

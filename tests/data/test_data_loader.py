@@ -5,6 +5,7 @@ import torch
 from tango.common import Params
 
 from fmit_plugin.data.data_loader import (
+    WORD_SORTED_RUN,
     BasicBatchSampler,
     BatchSampler,
     BucketBatchSampler,
@@ -42,6 +43,10 @@ def _padding(instances, batches):
         max(len(instances[i]) for i in batch) * len(batch) - sum(len(instances[i]) for i in batch)
         for batch in batches
     )
+
+
+def _sources(loader):
+    return [metadata["source"] for batch in loader for metadata in batch["metadata"]]
 
 
 def _flat(batches):
@@ -94,6 +99,31 @@ def test_bucket_sampler_without_shuffle_is_sorted_and_stable():
     flat_lengths = [lengths[i] for i in _flat(batches)]
     assert flat_lengths == sorted(flat_lengths)
     assert sampler.batches(instances, 1) == batches == sampler.batches(instances, 7)
+
+
+def test_bucket_sampler_sorts_by_the_lengths_it_is_given_then_runs_of_batches_by_words():
+    # 16 tweets of 16..1 words whose lengths (word pieces, say) rise: sorted by lengths, then each
+    # run of WORD_SORTED_RUN (8) batches by words.
+    instances = _instances(range(16, 0, -1))
+    sampler = BucketBatchSampler(batch_size=1, shuffle=False)
+    assert _flat(sampler.batches(instances, 0)) == list(range(15, -1, -1))
+    assert WORD_SORTED_RUN == 8
+    assert _flat(sampler.batches(instances, 0, lengths=list(range(16)))) == [7, 6, 5, 4, 3, 2, 1, 0,
+                                                                            15, 14, 13, 12, 11, 10, 9, 8]
+    with pytest.raises(ValueError, match="15 lengths for 16 instances"):
+        sampler.batches(instances, 0, lengths=list(range(15)))
+
+
+def test_loader_batches_by_its_sorting_lengths():
+    instances = _instances([3] * 6)
+    loader = TaggingDataLoader(instances, batch_size=2, shuffle=False)
+    loader.index_with(VOCAB)
+    assert _sources(loader) == [f"f.txt:{n}" for n in range(6)]
+    loader.set_sorting_lengths([60, 50, 40, 30, 20, 10])
+    assert _sources(loader) == [f"f.txt:{n}" for n in range(5, -1, -1)]
+    assert len(loader) == 3
+    with pytest.raises(ValueError, match="7 sorting lengths for 6 instances"):
+        loader.set_sorting_lengths([1] * 7)
 
 
 def test_drop_last():

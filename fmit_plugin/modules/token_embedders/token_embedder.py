@@ -16,5 +16,12 @@ class TokenEmbedder(torch.nn.Module, Registrable):
     def get_output_dim(self) -> int:
         raise NotImplementedError
 
+    def sequence_lengths(self, words: list[list[str]]) -> list[int]:
+        """
+        How long each sentence's input to the text model is, in the units padding is paid in, so
+        that batches can be made of sentences of similar cost. By default its number of words.
+        """
+        return [len(sentence) for sentence in words]
+
     def forward(self, words: list[list[str]]) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError

@@ -92,6 +92,27 @@ def test_long_tweet_middle_word_matches_its_central_window(tiny_bert):
     assert torch.allclose(vectors[0, 5], hidden[len(embedder._prefix) + 2], atol=1e-5)
 
 
+@pytest.mark.parametrize("max_length", [8, 64])
+def test_sequence_lengths_are_the_word_piece_slots_the_transformer_gets(tiny_bert, max_length):
+    # The base embedder counts words; this one counts what it feeds the transformer, windows,
+    # special tokens and the unknown piece of a word without pieces included.
+    sentences = [
+        ["parising", "paris"],  # 3 pieces
+        ["Obama", "\u200b", "Paris"],
+        [],
+        [f"w{i}" for i in range(12)],  # 12 pieces: three windows when max_length is 8
+        ["nasa"],
+    ]
+    embedder = _embedder(tiny_bert, max_length=max_length)
+    expected = [
+        int(embedder.word_pieces([sentence], torch.device("cpu")).attention_mask.sum()) for sentence in sentences
+    ]
+    assert embedder.sequence_lengths(sentences) == expected
+    assert expected[0] > len(sentences[0]) and expected[2] == 2
+    assert expected[3] == (3 * (6 + 2) if max_length == 8 else 12 + 2)
+    assert TokenEmbedder.sequence_lengths(embedder, sentences) == [2, 3, 0, 12, 1]
+
+
 def test_configuration_errors(tiny_bert, tmp_path):
     with pytest.raises(ConfigurationError, match="sub_token_mode"):
         PretrainedTransformerMismatchedEmbedder(str(tiny_bert), sub_token_mode="last")
