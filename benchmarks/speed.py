@@ -4,7 +4,7 @@ with a UMT-style cross-modal interaction (the paper's Table 3), all on the same 
 
     python benchmarks/speed.py --device cpu --repeats 5 --output benchmarks/results/speed.json --publish
 
-Four groups (`--groups`), each row timed `--repeats` times after a warm-up, rows interleaved
+Five groups (`--groups`), each row timed `--repeats` times after a warm-up, rows interleaved
 round-robin within a group so that load from other processes hits every row alike:
 
 1. `inference`: end-to-end prediction (collate, forward, CRF decoding, entity confidences) through
@@ -18,7 +18,10 @@ round-robin within a group so that load from other processes hits every row alik
    module on the input sizes UMT's own code uses (every text padded to 128 word pieces, 49 regions);
 4. `fusion`: relative position fusion, the gather formulation (`forward`) against the literal
    (L, L, 4d) x (4d, d) one (`naive_forward`), at lattice lengths 32 / 64 / 128, plus one FMIT l = 3
-   forward at batch 16 x 128 words + 8 objects.
+   forward at batch 16 x 128 words + 8 objects;
+5. `bucketing`: what padding costs, FMIT l = 3 with the MiniLM predicting the first
+   `--bucketing-tweets` tweets of `--data` in the training data loader's batches sorted by words (as
+   AllenNLP's sampler) or by the model's lengths (word pieces; near-equal ones by words).
 
 Batches: `--batches` batches of 16 tweets as the training data loader makes them (the "bucket"
 sampler, by word pieces, over all of `--data`, Twitter-2015 train, or over tweets of a fixed length distribution when
@@ -34,7 +37,7 @@ allocator caching included, so a little coarser than the CUDA figure.
 `--profile` adds the top operators (torch.profiler, self CPU time) of one call of chosen rows, and
 every inference row gets a breakdown of one call over the model's parts (forward hooks).
 `--render FILE [--publish]` measures nothing and renders the tables of an existing results file.
-Not a test: it takes about 20 minutes on 2 CPU cores.
+Not a test: it takes about 10 minutes on 2 CPU cores.
 """
 import argparse
 import ctypes
@@ -85,7 +88,7 @@ VISUAL_DIM = 2048
 # Rows of groups 1 and 2: name -> shipped config.
 TAGGERS = {"BERT-CRF": "bert_crf.jsonnet", "FMIT l=1": "fmit_l1.jsonnet", "FMIT l=3": "fmit.jsonnet",
            "FMIT l=6": "fmit_l6.jsonnet"}
-GROUPS = ("inference", "training", "interaction", "fusion")
+GROUPS = ("inference", "training", "interaction", "fusion", "bucketing")
 UMT_PUBLISHED_INPUTS = "UMT-style at UMT's input sizes (128 pieces + 49 regions; context)"
 
 Row = dict[str, Any]
@@ -126,8 +129,7 @@ def make_batches(data: Optional[Path], num_batches: int, seed: int) -> list[list
     `num_batches` batches of 16 tweets as training batches them: all tweets cut into batches by the
     "bucket" sampler (sorted by word pieces, as `train` sorts them, with 10% noise), of which the
     batches at evenly spaced quantiles of length are kept, so that lengths and padding are
-    representative. Each tweet then gets 1-8 visual objects (random 2048-d features, random spans
-    of 1-3 words) and random BIO tags.
+    representative. Each tweet is then `decorate`d.
     """
     rng = random.Random(seed)
     generator = torch.Generator().manual_seed(seed)
@@ -137,20 +139,20 @@ def make_batches(data: Optional[Path], num_batches: int, seed: int) -> list[list
                if len(batch) == BATCH_SIZE]
     sampled.sort(key=lambda batch: sum(pieces[i] for i in batch))
     chosen = [sampled[int((k + 0.5) * len(sampled) / num_batches)] for k in range(num_batches)]
-    batches = []
-    for batch in chosen:
-        instances = []
-        for words in (pool[i].words for i in batch):
-            objects = rng.randint(1, MAX_OBJECTS)
-            spans = []
-            for _ in range(objects):
-                first = rng.randrange(len(words))
-                spans.append([first, min(len(words) - 1, first + rng.randrange(3))])
-            features = torch.randn(objects, VISUAL_DIM, generator=generator).relu()
-            tags = [rng.choice(LABELS[:1] * 8 + LABELS[1::2]) for _ in words]  # B- after anything is valid BIO
-            instances.append(TaggingInstance(list(words), tags, visual=VisualObjects(features, torch.tensor(spans))))
-        batches.append(instances)
-    return batches
+    return [[decorate(pool[i].words, rng, generator) for i in batch] for batch in chosen]
+
+
+def decorate(words: list[str], rng: random.Random, generator: torch.Generator) -> TaggingInstance:
+    """A tweet with 1-8 visual objects (random 2048-d features, random spans of 1-3 words) and random
+    BIO tags."""
+    objects = rng.randint(1, MAX_OBJECTS)
+    spans = []
+    for _ in range(objects):
+        first = rng.randrange(len(words))
+        spans.append([first, min(len(words) - 1, first + rng.randrange(3))])
+    features = torch.randn(objects, VISUAL_DIM, generator=generator).relu()
+    tags = [rng.choice(LABELS[:1] * 8 + LABELS[1::2]) for _ in words]  # B- after anything is valid BIO
+    return TaggingInstance(list(words), tags, visual=VisualObjects(features, torch.tensor(spans)))
 
 
 def padding_use(batches: list[list[TaggingInstance]]) -> dict[str, float]:
@@ -492,6 +494,42 @@ def interaction_group(args: argparse.Namespace, batches: list[list[TaggingInstan
                  baseline="FMIT l=1", extra=extra)
 
 
+# ---------------------------------------------------------------------------------------- group 5
+BY_WORDS = "by words (as AllenNLP)"
+BY_MODEL = "by the model's lengths (word pieces; near-equal ones by words)"
+
+
+def bucketing_group(args: argparse.Namespace, data: Optional[Path], device: torch.device,
+                    results: dict[str, Any]) -> None:
+    """What padding costs: FMIT l = 3 with the MiniLM predicts the first `--bucketing-tweets` tweets
+    of `--data` in the training data loader's batches ("bucket" sampler, 10% noise), sorted by words
+    or, as `train` sorts them, by `Model.sorting_lengths`."""
+    rng = random.Random(args.seed)
+    generator = torch.Generator().manual_seed(args.seed)
+    pool = [decorate(words, rng, generator) for words in read_tweets(data, rng)[: args.bucketing_tweets]
+            if words]
+    torch.manual_seed(0)
+    model = build_tagger(TAGGERS["FMIT l=3"], OFFLINE_TEXT_MODEL, Vocabulary({"labels": LABELS}), device).eval()
+    predictor = SentenceTaggerPredictor(model, TwitterMnerReader())
+    sampler = BucketBatchSampler(BATCH_SIZE)
+    orders = {BY_WORDS: sampler.batches(pool, args.seed),
+              BY_MODEL: sampler.batches(pool, args.seed, lengths=model.sorting_lengths(pool))}
+    rows = {}
+    extra = {}
+    for name, order in orders.items():
+        batches = [[pool[i] for i in batch] for batch in order]
+
+        def predict(batches: list[list[TaggingInstance]] = batches) -> None:
+            with bf16_autocast(device, args.bf16):
+                for batch in batches:
+                    predictor.predict_instances(batch)
+
+        rows[name] = predict
+        extra[name] = {"padding": padding_use(batches), "batches": len(batches)}
+    setting = f"FMIT l=3, MiniLM (offline, 6 x 384), {len(pool)} tweets of {results['data_name']}"
+    record_group(results, "bucketing", setting, rows, len(pool), args, device, extra=extra)
+
+
 def positions(batch_size: int, cells: int, objects: int, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
     """head / tail of full lattices of `cells` cells: [CLS], n words, [SEP], `objects` objects."""
     words = cells - 2 - objects
@@ -606,6 +644,15 @@ def render(results: dict[str, Any]) -> str:
                 rows.append([label, _time(row), _ratio(row) if name != entry["baseline"] else "1",
                              _mib(row["peak_memory_bytes"])])
         lines.append(markdown_table(["setting", "ms", "x gather", "peak MiB"], rows))
+    for setting, entry in groups.get("bucketing", {}).items():
+        lines.append(f"**Padding: training batches sorted by words or by the model's lengths ({setting}, "
+                     "predicted under `inference_mode`; real share of the padded slots)**")
+        lines.append("")
+        rows = [[name, _time(row), f"{row['items_per_s']:.1f}", _ratio(row)]
+                + [f"{100 * row['padding'][kind]:.0f}%" for kind in ("word_pieces", "word_slots", "lattice_cells")]
+                for name, row in entry["rows"].items()]
+        lines.append(markdown_table(["batches sorted", "ms", "tweets/s", "x by words", "word pieces", "word slots",
+                                     "lattice cells"], rows))
     profiled = [
         [f"{group} / {setting} / {name}", ", ".join(f"{op['op'].replace('aten::', '')} {100 * op['share']:.0f}%"
                                                    for op in row["top_operators"][:5])]
@@ -637,6 +684,7 @@ def main() -> None:
     parser.add_argument("--groups", nargs="+", default=list(GROUPS), choices=GROUPS)
     parser.add_argument("--encoders", nargs="+", default=["bert-base", "minilm"], choices=["bert-base", "minilm"])
     parser.add_argument("--fusion-lengths", type=int, nargs="+", default=[32, 64, 128])
+    parser.add_argument("--bucketing-tweets", type=int, default=1024, help="tweets of the bucketing group")
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "twitter2015" / "train.txt"))
     parser.add_argument("--seed", type=int, default=13370)
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
@@ -691,6 +739,8 @@ def main() -> None:
         interaction_group(args, batches, device, results)
     if "fusion" in args.groups:
         fusion_group(args, device, results)
+    if "bucketing" in args.groups:
+        bucketing_group(args, data, device, results)
     results["wall_seconds"] = time.time() - started
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(results, indent=2) + "\n")

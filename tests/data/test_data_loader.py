@@ -5,7 +5,6 @@ import torch
 from tango.common import Params
 
 from fmit_plugin.data.data_loader import (
-    WORD_SORTED_RUN,
     BasicBatchSampler,
     BatchSampler,
     BucketBatchSampler,
@@ -101,17 +100,16 @@ def test_bucket_sampler_without_shuffle_is_sorted_and_stable():
     assert sampler.batches(instances, 1) == batches == sampler.batches(instances, 7)
 
 
-def test_bucket_sampler_sorts_by_the_lengths_it_is_given_then_runs_of_batches_by_words():
-    # 16 tweets of 16..1 words whose lengths (word pieces, say) rise: sorted by lengths, then each
-    # run of WORD_SORTED_RUN (8) batches by words.
-    instances = _instances(range(16, 0, -1))
+def test_bucket_sampler_sorts_by_the_lengths_it_is_given_and_near_equal_ones_by_words():
+    # Word counts 5, 1, 3, 2, 9; lengths (word pieces, say) 100, 101, 50, 51, 10: 100 and 101 are
+    # within 5% of each other, so are 50 and 51, and those pairs go by words.
+    instances = _instances([5, 1, 3, 2, 9])
     sampler = BucketBatchSampler(batch_size=1, shuffle=False)
-    assert _flat(sampler.batches(instances, 0)) == list(range(15, -1, -1))
-    assert WORD_SORTED_RUN == 8
-    assert _flat(sampler.batches(instances, 0, lengths=list(range(16)))) == [7, 6, 5, 4, 3, 2, 1, 0,
-                                                                            15, 14, 13, 12, 11, 10, 9, 8]
-    with pytest.raises(ValueError, match="15 lengths for 16 instances"):
-        sampler.batches(instances, 0, lengths=list(range(15)))
+    assert _flat(sampler.batches(instances, 0)) == [1, 3, 2, 0, 4]
+    assert _flat(sampler.batches(instances, 0, lengths=[100, 101, 50, 51, 10])) == [4, 3, 2, 1, 0]
+    assert _flat(sampler.batches(instances, 0, lengths=[100, 130, 50, 70, 0])) == [4, 2, 3, 0, 1]
+    with pytest.raises(ValueError, match="4 lengths for 5 instances"):
+        sampler.batches(instances, 0, lengths=[1, 2, 3, 4])
 
 
 def test_loader_batches_by_its_sorting_lengths():
