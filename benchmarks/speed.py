@@ -684,7 +684,7 @@ def main() -> None:
     parser.add_argument("--groups", nargs="+", default=list(GROUPS), choices=GROUPS)
     parser.add_argument("--encoders", nargs="+", default=["bert-base", "minilm"], choices=["bert-base", "minilm"])
     parser.add_argument("--fusion-lengths", type=int, nargs="+", default=[32, 64, 128])
-    parser.add_argument("--bucketing-tweets", type=int, default=1024, help="tweets of the bucketing group")
+    parser.add_argument("--bucketing-tweets", type=int, default=2048, help="tweets of the bucketing group")
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "twitter2015" / "train.txt"))
     parser.add_argument("--seed", type=int, default=13370)
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")

@@ -102,7 +102,7 @@ def test_bucket_sampler_without_shuffle_is_sorted_and_stable():
 
 def test_bucket_sampler_sorts_by_the_lengths_it_is_given_and_near_equal_ones_by_words():
     # Word counts 5, 1, 3, 2, 9; lengths (word pieces, say) 100, 101, 50, 51, 10: 100 and 101 are
-    # within 5% of each other, so are 50 and 51, and those pairs go by words.
+    # within 10% of each other, so are 50 and 51, and those pairs go by words.
     instances = _instances([5, 1, 3, 2, 9])
     sampler = BucketBatchSampler(batch_size=1, shuffle=False)
     assert _flat(sampler.batches(instances, 0)) == [1, 3, 2, 0, 4]
