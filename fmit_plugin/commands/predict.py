@@ -23,6 +23,7 @@ from tango.common.exceptions import ConfigurationError
 
 from fmit_plugin.commands.subcommand import Subcommand
 from fmit_plugin.common.archival import load_archive
+from fmit_plugin.data.data_loader import BucketBatchSampler
 from fmit_plugin.data.dataset_reader import DatasetReader
 from fmit_plugin.data.instance import TaggingInstance
 from fmit_plugin.predictors.predictor import Predictor
@@ -242,11 +243,9 @@ def _predict_batch(
             slots.append(slot)
         except Exception as error:  # noqa: BLE001 - any failure here belongs to this line only
             results[slot] = item.failure(_describe(error))
-    lengths = predictor.model.sorting_lengths(instances)
-    by_length = sorted(range(len(instances)), key=lambda k: lengths[k])
-    size = batch_size or max(len(instances), 1)
-    for start in range(0, len(by_length), size):
-        chosen = by_length[start : start + size]
+    # Batched as evaluation batches: by the model's lengths (word pieces), near-equal ones by words.
+    sampler = BucketBatchSampler(batch_size=batch_size or max(len(instances), 1), shuffle=False)
+    for chosen in sampler.batches(instances, lengths=predictor.model.sorting_lengths(instances)):
         batch = [instances[k] for k in chosen]
         try:
             predicted = _predict_checked(predictor, batch)

@@ -173,6 +173,25 @@ def test_batches_are_made_of_similar_lengths_and_answers_keep_input_order(hashin
         predict_file(str(hashing_run), str(source), str(output), batch_size=4, sort_window=2)
 
 
+def test_batches_follow_the_models_sorting_lengths(hashing_run, tmp_path, monkeypatch):
+    """The model says how long a tweet is (word pieces for a transformer); here longer in words is
+    shorter to the model, so the window's batches come out longest words first."""
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps({"tokens": ["w"] * k}) + "\n" for k in range(1, 9)), encoding="utf-8")
+    original = SentenceTaggerPredictor.predict_instances
+    batches: list[list[int]] = []
+
+    def recording(self, instances):
+        batches.append([len(instance) for instance in instances])
+        return original(self, instances)
+
+    monkeypatch.setattr(SentenceTaggerPredictor, "predict_instances", recording)
+    monkeypatch.setattr(Model, "sorting_lengths", lambda self, instances: [2 ** (10 - len(i)) for i in instances])
+    assert predict_file(str(hashing_run), str(source), str(tmp_path / "out.jsonl"), batch_size=4, silent=True,
+                        sort_window=8) == 0
+    assert batches == [[8, 7, 6, 5], [4, 3, 2, 1]]
+
+
 def test_an_interrupted_run_keeps_every_window_written_so_far(hashing_run, tmp_path, monkeypatch):
     source = tmp_path / "in.jsonl"
     source.write_text("".join(json.dumps({"id": n, "tokens": ["x", str(n)]}) + "\n" for n in range(100)))
