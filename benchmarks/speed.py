@@ -24,10 +24,10 @@ round-robin within a group so that load from other processes hits every row alik
    AllenNLP's sampler) or by the model's lengths (word pieces; near-equal ones by words).
 
 Batches: `--batches` batches of 16 tweets as the training data loader makes them (the "bucket"
-sampler, by word pieces, over all of `--data`, Twitter-2015 train, or over tweets of a fixed length distribution when
-it is absent), those at evenly spaced length quantiles, deterministic from `--seed`; each tweet gets
-1-8 visual objects (random 2048-d features standing for precomputed ResNet-152 features, random word
-spans). Times are per call (all the batches of the row); tweets/s = tweets / median.
+sampler, by word pieces, over all of `--data`, Twitter-2015 train, or over tweets of a fixed length
+distribution when it is absent), those at evenly spaced length quantiles, deterministic from
+`--seed`; each tweet gets 1-8 visual objects (random 2048-d features standing for precomputed
+ResNet-152 features, random word spans). Times are per call (all the batches of the row); tweets/s = tweets / median.
 
 Peak memory: on CUDA, `torch.cuda.max_memory_allocated` over one call minus what was allocated
 before it. On CPU, the process's resident-set high-water mark over one call minus the resident set
@@ -506,8 +506,7 @@ def bucketing_group(args: argparse.Namespace, data: Optional[Path], device: torc
     or, as `train` sorts them, by `Model.sorting_lengths`."""
     rng = random.Random(args.seed)
     generator = torch.Generator().manual_seed(args.seed)
-    pool = [decorate(words, rng, generator) for words in read_tweets(data, rng)[: args.bucketing_tweets]
-            if words]
+    pool = [decorate(words, rng, generator) for words in read_tweets(data, rng)[: args.bucketing_tweets]]
     torch.manual_seed(0)
     model = build_tagger(TAGGERS["FMIT l=3"], OFFLINE_TEXT_MODEL, Vocabulary({"labels": LABELS}), device).eval()
     predictor = SentenceTaggerPredictor(model, TwitterMnerReader())
