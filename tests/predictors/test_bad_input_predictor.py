@@ -142,14 +142,8 @@ def test_a_line_that_breaks_the_model_costs_only_that_line(hashing_run, tmp_path
     assert all("error" not in o and len(o["tags"]) == 2 for i, o in enumerate(outputs) if i != 4)
 
 
-def test_batches_are_made_of_similar_lengths_and_answers_keep_input_order(hashing_run, tmp_path, monkeypatch):
-    """Lengths alternating 1 and 30 words: read in windows of 8 lines, every batch of 4 holds one
-    length only (input order would mix them in every batch), and output line n still answers line n.
-    A window of one batch keeps the lines of each batch together."""
-    lengths = [1 if n % 2 else 30 for n in range(16)]
-    source = tmp_path / "in.jsonl"
-    source.write_text("".join(json.dumps({"id": n, "tokens": [f"w{n}"] * k}) + "\n"
-                              for n, k in enumerate(lengths)), encoding="utf-8")
+def _record_batch_lengths(monkeypatch) -> list[list[int]]:
+    """The word counts of every batch the predictor is given, in order, appended as they come."""
     original = SentenceTaggerPredictor.predict_instances
     batches: list[list[int]] = []
 
@@ -158,6 +152,18 @@ def test_batches_are_made_of_similar_lengths_and_answers_keep_input_order(hashin
         return original(self, instances)
 
     monkeypatch.setattr(SentenceTaggerPredictor, "predict_instances", recording)
+    return batches
+
+
+def test_batches_are_made_of_similar_lengths_and_answers_keep_input_order(hashing_run, tmp_path, monkeypatch):
+    """Lengths alternating 1 and 30 words: read in windows of 8 lines, every batch of 4 holds one
+    length only (input order would mix them in every batch), and output line n still answers line n.
+    A window of one batch keeps the lines of each batch together."""
+    lengths = [1 if n % 2 else 30 for n in range(16)]
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps({"id": n, "tokens": [f"w{n}"] * k}) + "\n"
+                              for n, k in enumerate(lengths)), encoding="utf-8")
+    batches = _record_batch_lengths(monkeypatch)
     output = tmp_path / "out.jsonl"
     assert predict_file(str(hashing_run), str(source), str(output), batch_size=4, silent=True, sort_window=8) == 0
     assert len(batches) == 4 and all(len(set(batch)) == 1 for batch in batches), batches
@@ -178,14 +184,7 @@ def test_batches_follow_the_models_sorting_lengths(hashing_run, tmp_path, monkey
     shorter to the model, so the window's batches come out longest words first."""
     source = tmp_path / "in.jsonl"
     source.write_text("".join(json.dumps({"tokens": ["w"] * k}) + "\n" for k in range(1, 9)), encoding="utf-8")
-    original = SentenceTaggerPredictor.predict_instances
-    batches: list[list[int]] = []
-
-    def recording(self, instances):
-        batches.append([len(instance) for instance in instances])
-        return original(self, instances)
-
-    monkeypatch.setattr(SentenceTaggerPredictor, "predict_instances", recording)
+    batches = _record_batch_lengths(monkeypatch)
     monkeypatch.setattr(Model, "sorting_lengths", lambda self, instances: [2 ** (10 - len(i)) for i in instances])
     assert predict_file(str(hashing_run), str(source), str(tmp_path / "out.jsonl"), batch_size=4, silent=True,
                         sort_window=8) == 0
