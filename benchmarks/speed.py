@@ -42,6 +42,7 @@ Not a test: it takes about 10 minutes on 2 CPU cores.
 import argparse
 import ctypes
 import ctypes.util
+import functools
 import gc
 import json
 import logging
@@ -118,9 +119,10 @@ def read_tweets(data: Optional[Path], rng: random.Random) -> list[list[str]]:
     return [[rng.choice(vocabulary) for _ in range(length)] for length in lengths]
 
 
+@functools.cache
 def word_piece_counter() -> PretrainedTransformerMismatchedEmbedder:
-    """The offline MiniLM's embedder (random weights): its uncased WordPiece is also the bert-base
-    rows' tokenizer, so its `sequence_lengths` are what both encoders' padding is paid in."""
+    """The offline MiniLM's embedder (random weights), built once: its uncased WordPiece is also the
+    bert-base rows' tokenizer, so its `sequence_lengths` are what both encoders' padding is paid in."""
     return PretrainedTransformerMismatchedEmbedder(OFFLINE_TEXT_MODEL, load_weights=False)
 
 
@@ -158,19 +160,18 @@ def decorate(words: list[str], rng: random.Random, generator: torch.Generator) -
 def padding_use(batches: list[list[TaggingInstance]]) -> dict[str, float]:
     """Share of the padded slots that hold something real: word slots, word pieces (MiniLM's uncased
     WordPiece, [CLS] and [SEP] included) and lattice cells ([CLS], words, [SEP], objects)."""
-    counter = word_piece_counter()
-
-    def pieces(instance: TaggingInstance) -> int:
-        return counter.sequence_lengths([instance.words])[0]
-
     def cells(instance: TaggingInstance) -> int:
         return len(instance) + 2 + (len(instance.visual.spans) if instance.visual is not None else 1)
 
+    # Each maps a batch to the sizes of its tweets (word pieces: one tokenizer call per batch).
+    sizers: dict[str, Callable[[list[TaggingInstance]], list[int]]] = {
+        "word_slots": lambda batch: [len(instance) for instance in batch],
+        "word_pieces": lambda batch: word_piece_counter().sequence_lengths([instance.words for instance in batch]),
+        "lattice_cells": lambda batch: [cells(instance) for instance in batch],
+    }
     use = {}
-    sizers: tuple[tuple[str, Callable[[TaggingInstance], int]], ...] = (
-        ("word_slots", len), ("word_pieces", pieces), ("lattice_cells", cells))
-    for name, size in sizers:
-        sizes = [[size(instance) for instance in batch] for batch in batches]
+    for name, size in sizers.items():
+        sizes = [size(batch) for batch in batches]
         use[name] = sum(map(sum, sizes)) / sum(max(row) * len(row) for row in sizes)
     return use
 
