@@ -7,7 +7,7 @@ the README only ever shows numbers a results file holds.
 import re
 from pathlib import Path
 
-from fmit_plugin.training.util import atomic_write
+from fmit_plugin.common.file_utils import atomic_write
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"

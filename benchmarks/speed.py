@@ -60,11 +60,12 @@ from typing import Any, Callable, Optional
 import torch
 from tango.common import Params
 
+from fmit_plugin.common.device import autocast, move_to_device
 from fmit_plugin.common.model_paths import OFFLINE_TEXT_MODEL, resolve_model_path
 from fmit_plugin.common.params import load_config
 from fmit_plugin.common.plugins import import_plugins
 from fmit_plugin.data.data_loader import BucketBatchSampler, collate, collate_visual_objects
-from fmit_plugin.data.instance import TaggingInstance, VisualObjects
+from fmit_plugin.data.instance import TaggingInstance
 from fmit_plugin.data.twitter_mner import TwitterMnerReader
 from fmit_plugin.data.vocabulary import Vocabulary
 from fmit_plugin.models.model import Model
@@ -74,7 +75,7 @@ from fmit_plugin.modules.relative_position_fusion import RelativePositionFusion
 from fmit_plugin.modules.token_embedders import PretrainedTransformerMismatchedEmbedder
 from fmit_plugin.modules.umt_interaction import UmtInteraction
 from fmit_plugin.predictors.predictor import SentenceTaggerPredictor
-from fmit_plugin.training.util import autocast, move_to_device
+from fmit_plugin.vision.visual_objects import VisualObjects
 
 sys.path.insert(0, str(Path(__file__).parent))
 from accuracy import machine  # noqa: E402

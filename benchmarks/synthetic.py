@@ -39,13 +39,13 @@ from fmit_plugin.commands.evaluate import evaluate_archive  # noqa: E402
 from fmit_plugin.commands.extract_visual_objects import extract_visual_objects  # noqa: E402
 from fmit_plugin.commands.train import train_model_from_file  # noqa: E402
 from fmit_plugin.common.plugins import import_plugins  # noqa: E402
+from fmit_plugin.data.span_utils import bio_tags_to_spans  # noqa: E402
 from fmit_plugin.synthetic.generator import (  # noqa: E402
     BLANK_IMAGE_RATE,
     ENTITY_TYPES,
     MISSING_IMAGE_RATE,
     generate_dataset,
 )
-from fmit_plugin.training.metrics.span_f1 import bio_tags_to_spans  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "training_configs"

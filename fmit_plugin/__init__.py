@@ -9,5 +9,4 @@ from fmit_plugin.commands import evaluate, extract_visual_objects, predict, trai
 from fmit_plugin.data import dataset_reader, twitter_mner  # noqa: F401
 from fmit_plugin.models import crf_tagger, fmit  # noqa: F401
 from fmit_plugin.training import optimizers, trainer  # noqa: F401
-
-__version__ = "0.1.0"
+from fmit_plugin.version import VERSION as __version__  # noqa: F401

@@ -9,9 +9,10 @@ from typing import Any, Optional, Union
 from tango.common.exceptions import ConfigurationError
 
 from fmit_plugin.commands.subcommand import Subcommand
-from fmit_plugin.common.archival import load_archive
+from fmit_plugin.common.file_utils import atomic_write, dump_metrics
 from fmit_plugin.data.data_loader import DataLoader
-from fmit_plugin.training.util import atomic_write, dump_metrics, evaluate
+from fmit_plugin.models.archival import load_archive
+from fmit_plugin.training.evaluation import evaluate
 
 logger = logging.getLogger(__name__)
 

@@ -22,10 +22,10 @@ from typing import IO, Any, Optional, Union
 from tango.common.exceptions import ConfigurationError
 
 from fmit_plugin.commands.subcommand import Subcommand
-from fmit_plugin.common.archival import load_archive
 from fmit_plugin.data.data_loader import BucketBatchSampler
 from fmit_plugin.data.dataset_reader import DatasetReader
 from fmit_plugin.data.instance import TaggingInstance
+from fmit_plugin.models.archival import load_archive
 from fmit_plugin.predictors.predictor import Predictor
 from fmit_plugin.visualization.prediction_picture import save_prediction_picture
 

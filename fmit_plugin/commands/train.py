@@ -11,16 +11,19 @@ from tango.common import Params
 from tango.common.exceptions import ConfigurationError
 
 from fmit_plugin.commands.subcommand import Subcommand
-from fmit_plugin.common.archival import CONFIG_NAME, VOCABULARY_DIR, archive_model
+from fmit_plugin.common import distributed
+from fmit_plugin.common.file_utils import dump_metrics
 from fmit_plugin.common.params import load_config
+from fmit_plugin.common.seeds import set_seed
 from fmit_plugin.data.data_loader import DataLoader
 from fmit_plugin.data.dataset_reader import DatasetReader
 from fmit_plugin.data.instance import TaggingInstance
 from fmit_plugin.data.vocabulary import Vocabulary
+from fmit_plugin.models.archival import CONFIG_NAME, VOCABULARY_DIR, archive_model
 from fmit_plugin.models.model import Model
-from fmit_plugin.training import distributed
+from fmit_plugin.training.evaluation import evaluate
+from fmit_plugin.training.logs import training_logs
 from fmit_plugin.training.trainer import Trainer
-from fmit_plugin.training.util import dump_metrics, evaluate, set_seed, training_logs
 
 logger = logging.getLogger(__name__)
 

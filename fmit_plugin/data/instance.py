@@ -2,31 +2,7 @@
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-import torch
-
-
-@dataclass
-class VisualObjects:
-    """
-    Visual objects of one tweet, ready for the flat lattice.
-
-    features : `torch.Tensor`  # (objects, visual_dim)
-    spans : `torch.Tensor`  # (objects, 2): inclusive 0-based (first word, last word) each object belongs to
-    labels : what each object is (the phrase, "whole image", "person"...), for display only.
-    boxes : each object's box in image pixels (left, top, right, bottom), `None` for grid cells; for display.
-    """
-
-    features: torch.Tensor
-    spans: torch.Tensor
-    labels: list[str] = field(default_factory=list)
-    boxes: list[Optional[tuple[float, float, float, float]]] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        if self.features.dim() != 2 or self.spans.shape != (self.features.shape[0], 2):
-            raise ValueError(
-                f"VisualObjects needs features (objects, dim) and spans (objects, 2); got "
-                f"{tuple(self.features.shape)} and {tuple(self.spans.shape)}"
-            )
+from fmit_plugin.vision.visual_objects import VisualObjects
 
 
 @dataclass

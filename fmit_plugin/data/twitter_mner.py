@@ -8,7 +8,7 @@ from typing import Optional, Union
 
 from fmit_plugin.data.dataset_reader import DatasetReader
 from fmit_plugin.data.instance import TaggingInstance
-from fmit_plugin.vision.visual_objects import ExtractionSummary, VisualObjectExtractor
+from fmit_plugin.vision.visual_object_extractor import ExtractionSummary, VisualObjectExtractor
 
 logger = logging.getLogger(__name__)
 
@@ -188,7 +188,9 @@ class TwitterMnerReader(DatasetReader):
         instances = super().read(file_path)
         self._report(file_path, self.last_statistics)
         if self.visual_objects is not None:
-            self.last_visual_summary = self.visual_objects.extract(instances, f"visual objects {Path(file_path).name}")
+            self.last_visual_summary = self._attach_visual_objects(
+                instances, f"visual objects {Path(file_path).name}", show_progress=True
+            )
             logger.info("%s: %s", file_path, self.last_visual_summary.line())
         return instances
 
@@ -213,9 +215,19 @@ class TwitterMnerReader(DatasetReader):
         self._report(file_path, self.last_statistics)
 
     def _with_visual_objects(self, chunk: list[TaggingInstance]) -> list[TaggingInstance]:
-        if self.visual_objects is not None and chunk:
-            self.visual_objects.extract(chunk, show_progress=False)
+        if chunk:
+            self._attach_visual_objects(chunk)
         return chunk
+
+    def _attach_visual_objects(
+        self, instances: list[TaggingInstance], description: str = "visual objects", show_progress: bool = False
+    ) -> ExtractionSummary:
+        """Gives every instance its visual objects (`visual_objects` must be set)."""
+        assert self.visual_objects is not None
+        objects, summary = self.visual_objects.extract(instances, description, show_progress=show_progress)
+        for instance, visual in zip(instances, objects, strict=True):
+            instance.visual = visual
+        return summary
 
     def _read(self, file_path: Path) -> Iterator[TaggingInstance]:
         stats = self.last_statistics
@@ -342,7 +354,7 @@ class TwitterMnerReader(DatasetReader):
         `visual_objects` configured, the instance gets its objects (from the store when cached)."""
         instance = self._instance(words, tags, image, allow_path=True)
         if self.visual_objects is not None and words:
-            self.visual_objects.extract([instance], show_progress=False)
+            self._attach_visual_objects([instance])
         return instance
 
     def _instance(

@@ -41,8 +41,8 @@ def _dataset(run: Path) -> Path:
 
 def _examples(test_file: Path, image_dir: Path, count: int) -> list[dict[str, Any]]:
     """The first test tweets with an image and two or more entities: the cases only the image can type."""
+    from fmit_plugin.data.span_utils import bio_tags_to_spans
     from fmit_plugin.data.twitter_mner import TwitterMnerReader
-    from fmit_plugin.training.metrics.span_f1 import bio_tags_to_spans
 
     examples = []
     for instance in TwitterMnerReader(image_dir=str(image_dir)).read(str(test_file)):

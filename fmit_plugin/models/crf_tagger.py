@@ -7,10 +7,10 @@ from allennlp_light.modules.seq2seq_encoders import PassThroughEncoder, Seq2SeqE
 
 from fmit_plugin.common.checks import check_dimensions_match
 from fmit_plugin.data.vocabulary import Vocabulary
+from fmit_plugin.metrics.span_f1 import SpanF1Measure
 from fmit_plugin.models.model import Model
 from fmit_plugin.modules.tagging_head import TaggingHead, require_bio
 from fmit_plugin.modules.token_embedders import TokenEmbedder
-from fmit_plugin.training.metrics.span_f1 import SpanF1Measure
 
 
 @Model.register("crf_tagger")
@@ -112,7 +112,10 @@ class CrfTagger(Model):
             encoded = self.dropout(encoded)
         if self._feedforward is not None:
             encoded = self._feedforward(encoded)
-        return self.tagging_head.tag(encoded, mask, words, tags, self._f1_metric)
+        output = self.tagging_head.tag(encoded, mask, words, tags)
+        if tags is not None:
+            self._f1_metric.add_ids(output["tags"], tags, mask, self.tagging_head.labels)
+        return output
 
     def make_output_human_readable(self, output_dict: dict[str, Any]) -> dict[str, Any]:
         return self.tagging_head.make_output_human_readable(output_dict)

@@ -1,6 +1,5 @@
 """FMIT: the Flat Multi-modal Interaction Transformer (Lu et al., COLING 2022)."""
 import copy
-import inspect
 from typing import Any, Optional
 
 import torch
@@ -8,13 +7,14 @@ from allennlp_light.modules.seq2seq_encoders import Seq2SeqEncoder
 from tango.common.exceptions import ConfigurationError
 
 from fmit_plugin.common.checks import check_dimensions_match
+from fmit_plugin.data.span_utils import bio_positions, label_tensors
 from fmit_plugin.data.vocabulary import Vocabulary
+from fmit_plugin.metrics.span_f1 import SpanF1Measure
 from fmit_plugin.models.model import Model
-from fmit_plugin.modules.flat_lattice import LatticeProjection, build_flat_lattice
+from fmit_plugin.modules.flat_lattice import LatticeProjection, build_flat_lattice, lattice_inputs_of
 from fmit_plugin.modules.flat_lattice_transformer import FlatLatticeTransformer
 from fmit_plugin.modules.tagging_head import TaggingHead, require_bio
 from fmit_plugin.modules.token_embedders import TokenEmbedder
-from fmit_plugin.training.metrics.span_f1 import SpanF1Measure, bio_positions, label_tensors
 
 # Entity boundary tags of the EBD task, untyped BIOUL: the paper's {B, E, O} cannot tag a
 # one-word entity (both its head and its tail), so single words get U and inner words I.
@@ -36,10 +36,13 @@ class Fmit(Model):
     A tweet with no visual objects (no image, or no features given) gets one object standing for
     the paper's uniform empty image: a learned feature vector spanning the whole sentence.
 
-    Any allennlp-light `Seq2SeqEncoder` can replace the flat lattice transformer (`encoder`); one
-    whose `forward` takes no `head` / `tail` runs over the same flat sequence without positions
-    (the paper's "w/o Rel" row); one whose `forward` takes `visual_mask` is told which cells are
-    visual objects (`umt_interaction`, the UMT baseline).
+    Any allennlp-light `Seq2SeqEncoder` can replace the flat lattice transformer (`encoder`). What
+    it takes from the lattice beside cells and mask, it declares in its class attribute
+    `lattice_inputs` (`flat_lattice.lattice_inputs_of`): `("head", "tail")`, the cells' positions
+    (`flat_lattice_transformer`); `("visual_mask",)`, which cells are visual objects
+    (`umt_interaction`, the UMT baseline); an encoder that declares nothing runs over the same flat
+    sequence without positions (the paper's "w/o Rel" row), and one whose `forward` takes positions
+    it does not declare is refused.
 
     Registered as a `Model` with name "fmit".
 
@@ -98,10 +101,8 @@ class Fmit(Model):
         self.sep_embedding = torch.nn.Parameter(torch.randn(hidden_dim) * 0.02)
         # The backbone features of the uniform empty image are one constant vector: learned here.
         self.empty_image_feature = torch.nn.Parameter(torch.zeros(visual_dim))
-        encoder_parameters = inspect.signature(self.encoder.forward).parameters
-        self._encoder_takes_positions = "head" in encoder_parameters
-        # Encoders that treat the modalities apart (e.g. `umt_interaction`) are told which cells are objects.
-        self._encoder_takes_modality = "visual_mask" in encoder_parameters
+        # What the encoder declares it takes from the lattice: positions, which cells are objects.
+        self._encoder_inputs = lattice_inputs_of(self.encoder)
         self.dropout = torch.nn.Dropout(dropout) if dropout else torch.nn.Identity()
         self._verbose_metrics = verbose_metrics
         labels = vocab.get_index_to_token_vocabulary(label_namespace)
@@ -186,13 +187,15 @@ class Fmit(Model):
             self.cls_embedding, self.sep_embedding,
         )
         encoder_inputs: dict[str, torch.Tensor] = {}
-        if self._encoder_takes_positions:
+        if "head" in self._encoder_inputs:
             encoder_inputs.update(head=lattice.head, tail=lattice.tail)
-        if self._encoder_takes_modality:
+        if "visual_mask" in self._encoder_inputs:
             encoder_inputs["visual_mask"] = lattice.object_cell_mask()
         encoded = self.encoder(lattice.embeddings, lattice.mask, **encoder_inputs)
         word_outputs = self.dropout(lattice.word_outputs(encoded))  # (batch, words, d)
-        output = self.tagging_head.tag(word_outputs, word_mask, words, tags, self._f1_metric)
+        output = self.tagging_head.tag(word_outputs, word_mask, words, tags)
+        if tags is not None:
+            self._f1_metric.add_ids(output["tags"], tags, word_mask, self.tagging_head.labels)
         if tags is not None and self.training and self.boundary_encoder is not None:
             assert self.boundary_head is not None
             boundary = self.boundary_encoder(self.dropout(text_cells), word_mask)

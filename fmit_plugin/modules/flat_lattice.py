@@ -7,11 +7,54 @@ carries a head and a tail position; the relative position encoding of the encode
 differences of those, so the order of the cells themselves carries no information.
 """
 
+import inspect
 from typing import NamedTuple, Optional, Tuple
 
 import torch
+from tango.common.exceptions import ConfigurationError
 
-__all__ = ["FlatLattice", "LatticeProjection", "build_flat_lattice", "word_cells"]
+__all__ = [
+    "LATTICE_INPUTS", "FlatLattice", "LatticeProjection", "build_flat_lattice", "lattice_inputs_of", "word_cells",
+]
+
+# What an encoder over the lattice may take beside its cells and mask: the cells' `head` / `tail`
+# positions (the flat lattice transformer) and `visual_mask`, which cells are visual objects (UMT).
+LATTICE_INPUTS = ("head", "tail", "visual_mask")
+
+
+def lattice_inputs_of(encoder: torch.nn.Module) -> tuple[str, ...]:
+    """
+    The lattice inputs an encoder takes, as it declares them in its class attribute
+    `lattice_inputs` (e.g. `("head", "tail")`); an encoder that declares none (any allennlp-light
+    `Seq2SeqEncoder`) gets the cells and the mask only, which is the paper's "w/o Rel" row.
+
+    Declared, not guessed from `forward`'s signature: an encoder whose `forward` takes `head` /
+    `tail` without declaring them is a configuration error rather than an encoder silently run
+    without its positions; so is a declared input that `forward` does not take.
+    """
+    name = type(encoder).__name__
+    accepted = [p for p in inspect.signature(encoder.forward).parameters if p in LATTICE_INPUTS]
+    declared = getattr(encoder, "lattice_inputs", None)
+    if declared is None:
+        if accepted:
+            raise ConfigurationError(
+                f"{name}.forward takes {', '.join(accepted)} but {name} does not declare `lattice_inputs`, so it "
+                f"would run without them: set the class attribute `lattice_inputs = {tuple(accepted)!r}` (the "
+                f"inputs it uses, of {LATTICE_INPUTS}), or `()` to run it over the cells only"
+            )
+        return ()
+    declared = tuple(declared)
+    unknown = [i for i in declared if i not in LATTICE_INPUTS]
+    if unknown:
+        raise ConfigurationError(f"{name}.lattice_inputs names {unknown}; the lattice gives only {LATTICE_INPUTS}")
+    missing = [i for i in declared if i not in accepted]
+    if missing:
+        raise ConfigurationError(
+            f"{name}.lattice_inputs declares {missing}, which {name}.forward does not take as keyword arguments"
+        )
+    if ("head" in declared) != ("tail" in declared):
+        raise ConfigurationError(f"{name}.lattice_inputs must declare both head and tail, or neither: {declared}")
+    return declared
 
 
 class FlatLattice(NamedTuple):

@@ -187,6 +187,9 @@ class FlatLatticeTransformer(Seq2SeqEncoder):
     Registered as a `Seq2SeqEncoder` with name "flat_lattice_transformer".
     """
 
+    # The lattice positions FMIT hands this encoder (see `flat_lattice.lattice_inputs_of`).
+    lattice_inputs = ("head", "tail")
+
     def __init__(
         self,
         input_dim: int = 512,

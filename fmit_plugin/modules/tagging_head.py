@@ -9,7 +9,7 @@ from allennlp_light.modules.conditional_random_field.conditional_random_field im
 from allennlp_light.nn import util
 from tango.common.exceptions import ConfigurationError
 
-from fmit_plugin.training.metrics.span_f1 import SpanF1Measure, bio_tags_to_spans
+from fmit_plugin.data.span_utils import bio_tags_to_spans
 
 # Score given to forbidden transitions and to labels forced away; the same value allennlp-light's
 # Viterbi uses, so confidences agree with the decoded path.
@@ -246,16 +246,14 @@ class TaggingHead(torch.nn.Module):
         mask: torch.Tensor,
         words: list[list[str]],
         tags: Optional[torch.Tensor] = None,
-        metric: Optional[SpanF1Measure] = None,
     ) -> dict[str, Any]:
         """The output dict every tagger shares: logits, mask, the predicted ids `# (batch, words)`
-        (`tags`, left on the device), words, and with gold `tags` the loss and a `metric` update.
+        (`tags`, left on the device), words, and with gold `tags` the loss. Models update their own metrics
+        from `tags`.
         Nothing is read back to the host here: `make_output_human_readable` does that."""
         output: dict[str, Any] = dict(self(features, mask, tags))
         predicted = self.best_paths(output["logits"], mask)
         output.update({"mask": mask, "tags": predicted, "words": words})
-        if tags is not None and metric is not None:
-            metric.add_ids(predicted, tags, mask, self.labels)
         return output
 
     def make_output_human_readable(self, output_dict: dict[str, Any]) -> dict[str, Any]:

@@ -121,6 +121,9 @@ class UmtInteraction(Seq2SeqEncoder):
         Dropout on attention probabilities and on every layer's outputs, as BERT's config.
     """
 
+    # Told which lattice cells are visual objects (see `flat_lattice.lattice_inputs_of`).
+    lattice_inputs = ("visual_mask",)
+
     def __init__(
         self,
         input_dim: int = 768,

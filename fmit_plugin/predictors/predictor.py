@@ -5,12 +5,12 @@ from typing import Any, Optional
 import torch
 from tango.common import Registrable
 
+from fmit_plugin.common.device import move_to_device
 from fmit_plugin.data.data_loader import collate
 from fmit_plugin.data.dataset_reader import DatasetReader
 from fmit_plugin.data.instance import TaggingInstance
 from fmit_plugin.data.tweet_tokenizer import tokenize_tweet
 from fmit_plugin.models.model import Model
-from fmit_plugin.training.util import move_to_device
 
 # JSON's "\\ud800" escape decodes to a lone surrogate: a str no tokenizer (and no UTF-8 file) accepts.
 # A surrogate code point left in a Python str is always lone (json.loads joins valid pairs).

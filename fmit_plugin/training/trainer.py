@@ -14,24 +14,15 @@ from tango.common import Lazy, Registrable
 from tango.common.exceptions import ConfigurationError
 from tango.integrations.torch import LRScheduler
 
+from fmit_plugin.common import distributed
+from fmit_plugin.common.device import autocast, move_to_device, resolve_device
+from fmit_plugin.common.file_utils import atomic_write, dump_metrics, remove_stale_temp_files
+from fmit_plugin.common.progress import LOG_EVERY, progress
 from fmit_plugin.data.data_loader import DataLoader
 from fmit_plugin.models.model import Model
-from fmit_plugin.training import distributed
+from fmit_plugin.training.evaluation import description_of, evaluate, running_metrics
 from fmit_plugin.training.optimizers import build_optimizer
 from fmit_plugin.training.tensorboard_writer import TensorBoardWriter, tensorboard_wanted
-from fmit_plugin.training.util import (
-    LOG_EVERY,
-    atomic_write,
-    autocast,
-    description_of,
-    dump_metrics,
-    evaluate,
-    move_to_device,
-    progress,
-    remove_stale_temp_files,
-    resolve_device,
-    running_metrics,
-)
 
 logger = logging.getLogger(__name__)
 

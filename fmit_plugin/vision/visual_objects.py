@@ -1,183 +1,34 @@
-"""From (tweet, image) to the visual objects FMIT puts in its lattice, through the on-disk store."""
-import hashlib
-import json
-import logging
-import time
-from collections.abc import Sequence
+"""The visual objects of one tweet, as the flat lattice takes them: what extraction returns."""
 from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
-from PIL import Image
-from tango.common import FromParams
 
-from fmit_plugin.data.instance import TaggingInstance, VisualObjects
-from fmit_plugin.training.util import progress
-from fmit_plugin.vision.backbones import ImageBackbone
-from fmit_plugin.vision.feature_store import FeatureStore, StoredObjects
-from fmit_plugin.vision.grounders import PhraseGrounder, WholeImageGrounder
-from fmit_plugin.vision.image_loading import ImageLoadReport, LoadedImage, load_image
-from fmit_plugin.vision.noun_phrases import NounPhraseExtractor
-from fmit_plugin.vision.regions import Region
-
-logger = logging.getLogger(__name__)
-
-WHOLE_IMAGE = "whole image"
-# Bumped whenever the way objects are built changes, so old store entries become misses.
-EXTRACTION_VERSION = "1"
+from fmit_plugin.vision.feature_store import StoredObjects
 
 
 @dataclass
-class ExtractionSummary:
-    """What one extraction pass did, for the single summary line users see."""
-
-    tweets: int = 0
-    cache_hits: int = 0
-    regions: int = 0
-    seconds: float = 0.0
-    images: ImageLoadReport = field(default_factory=ImageLoadReport)
-
-    def line(self) -> str:
-        return (
-            f"visual objects: {self.tweets} tweets ({self.cache_hits} from the store), {self.regions} regions; "
-            f"{self.images.summary()}; {self.seconds:.1f} s"
-        )
-
-
-class VisualObjectExtractor(FromParams):
+class VisualObjects:
     """
-    For each tweet: the whole image, one region per grounded noun phrase and per general word
-    (from the `grounder`), each encoded by the `backbone` to one vector; objects carry the word
-    span they belong to (the whole sentence for the whole image, general words and grid cells).
-    A missing or unreadable image becomes the paper's uniform empty image (whole image only),
-    counted in the summary. Results are cached in a `FeatureStore` keyed by the image's content
-    hash, the words and every setting, so a second pass reads the store only.
+    Visual objects of one tweet, ready for the flat lattice.
 
-    # Parameters
-
-    backbone : `ImageBackbone`
-        E.g. {"type": "efficientnet_lite"} (offline) or {"type": "transformers"} (ResNet-152).
-    grounder : `PhraseGrounder`, optional (default = "whole_image": the whole image only)
-    noun_phrases : `NounPhraseExtractor`, optional (default = `None`)
-        Needed by grounders that look phrases up in the image ("zero_shot_detector").
-    store_path : `str`, optional (default = `None`: no cache)
-        SQLite file of the feature store.
-    max_objects : `int`, optional (default = `16`)
-        At most this many objects per tweet, the whole image included (highest scores kept).
-    batch_size : `int`, optional (default = `32`)
-        Image crops per backbone call.
-    max_pixels : `int`, optional (default = `89_478_485`, Pillow's own bomb limit)
+    features : `torch.Tensor`  # (objects, visual_dim)
+    spans : `torch.Tensor`  # (objects, 2): inclusive 0-based (first word, last word) each object belongs to
+    labels : what each object is (the phrase, "whole image", "person"...), for display only.
+    boxes : each object's box in image pixels (left, top, right, bottom), `None` for grid cells; for display.
     """
 
-    def __init__(
-        self,
-        backbone: ImageBackbone,
-        grounder: Optional[PhraseGrounder] = None,
-        noun_phrases: Optional[NounPhraseExtractor] = None,
-        store_path: Optional[str] = None,
-        max_objects: int = 16,
-        batch_size: int = 32,
-        max_pixels: int = 89_478_485,
-    ) -> None:
-        if max_objects < 1:
-            raise ValueError(f"max_objects must be at least 1 (the whole image), got {max_objects}")
-        self.backbone = backbone
-        self.grounder = grounder or WholeImageGrounder()
-        self.noun_phrases = noun_phrases
-        self.store = FeatureStore(store_path) if store_path else None
-        self.max_objects = max_objects
-        self.batch_size = batch_size
-        self.max_pixels = max_pixels
-        self._settings = json.dumps(
-            [EXTRACTION_VERSION, backbone.cache_key(), self.grounder.cache_key(),
-             noun_phrases.cache_key() if noun_phrases is not None else None,
-             max_objects, max_pixels],
-            sort_keys=True,
-        )
+    features: torch.Tensor
+    spans: torch.Tensor
+    labels: list[str] = field(default_factory=list)
+    boxes: list[Optional[tuple[float, float, float, float]]] = field(default_factory=list)
 
-    def get_output_dim(self) -> int:
-        return self.backbone.get_output_dim()
-
-    def _key(self, loaded: LoadedImage, words: Sequence[str], image_id: Optional[str]) -> str:
-        payload = json.dumps([self._settings, loaded.sha256, list(words), image_id or ""])
-        return hashlib.sha256(payload.encode("utf-8")).hexdigest()
-
-    def _regions(self, loaded: LoadedImage, words: list[str], image_id: Optional[str]) -> list[Region]:
-        whole = Region(WHOLE_IMAGE, (0.0, 0.0, float(loaded.image.width), float(loaded.image.height)))
-        if loaded.status != "ok":
-            return [whole]  # nothing to find in the uniform empty image
-        phrases = self.noun_phrases.extract(words) if self.noun_phrases is not None else []
-        found = self.grounder.ground(loaded.image, image_id or "", words, phrases)
-        # Merge duplicates (same box for the same words), then keep the best-scored ones.
-        unique: dict[tuple, Region] = {}
-        for region in found:
-            box = tuple(round(v, 1) for v in region.box) if region.box is not None else region.grid_cell
-            signature = (box, region.span)
-            if signature not in unique or region.score > unique[signature].score:
-                unique[signature] = region
-        ranked = sorted(unique.values(), key=lambda r: -r.score)[: self.max_objects - 1]
-        return [whole, *ranked]
-
-    def _features(self, image: Image.Image, regions: list[Region]) -> torch.Tensor:
-        """`# (regions, dim)`: crops through the backbone; grid cells from its pooled feature map."""
-        vectors: list[Optional[torch.Tensor]] = [None] * len(regions)
-        grid = [i for i, r in enumerate(regions) if r.grid_cell is not None]
-        if grid:
-            k = regions[grid[0]].grid_cell[2]  # type: ignore[index]
-            cells = self.backbone.grid_features([image], k)[0]  # (k * k, dim)
-            for i in grid:
-                row, column, _ = regions[i].grid_cell  # type: ignore[misc]
-                vectors[i] = cells[row * k + column]
-        crops = [i for i, r in enumerate(regions) if r.grid_cell is None]
-        for start in range(0, len(crops), self.batch_size):
-            chunk = crops[start : start + self.batch_size]
-            images = [_crop(image, regions[i]) for i in chunk]
-            for i, vector in zip(chunk, self.backbone(images)):
-                vectors[i] = vector
-        return torch.stack([v.detach().float().cpu() for v in vectors if v is not None])
-
-    def extract(
-        self,
-        instances: Sequence[TaggingInstance],
-        description: str = "visual objects",
-        show_progress: bool = True,
-    ) -> ExtractionSummary:
-        """Sets `instance.visual` for every instance; returns what it did."""
-        summary = ExtractionSummary()
-        started = time.time()
-        pending: dict[str, StoredObjects] = {}
-        for instance in progress(instances, description, len(instances)) if show_progress else instances:
-            loaded = load_image(instance.image_path, max_pixels=self.max_pixels)
-            summary.images.add(loaded)
-            key = self._key(loaded, instance.words, instance.image_id)
-            stored = self.store.get(key) if self.store is not None else None
-            if stored is None:
-                regions = self._regions(loaded, instance.words, instance.image_id)
-                stored = StoredObjects(regions, self._features(loaded.image, regions))
-                pending[key] = stored
-                if self.store is not None and len(pending) >= 64:
-                    self.store.put_many(pending)
-                    pending = {}
-            else:
-                summary.cache_hits += 1
-            instance.visual = to_visual_objects(stored, len(instance.words))
-            summary.tweets += 1
-            summary.regions += len(stored.regions)
-        if self.store is not None and pending:
-            self.store.put_many(pending)
-        summary.seconds = time.time() - started
-        return summary
-
-
-def _crop(image: Image.Image, region: Region) -> Image.Image:
-    if region.box is None:
-        return image
-    left, top, right, bottom = region.box
-    # At least one pixel each way, inside the image: degenerate boxes still give a crop.
-    left, top = max(0, int(left)), max(0, int(top))
-    right = min(image.width, max(left + 1, int(round(right))))
-    bottom = min(image.height, max(top + 1, int(round(bottom))))
-    return image.crop((left, top, right, bottom))
+    def __post_init__(self) -> None:
+        if self.features.dim() != 2 or self.spans.shape != (self.features.shape[0], 2):
+            raise ValueError(
+                f"VisualObjects needs features (objects, dim) and spans (objects, 2); got "
+                f"{tuple(self.features.shape)} and {tuple(self.spans.shape)}"
+            )
 
 
 def to_visual_objects(stored: StoredObjects, num_words: int) -> VisualObjects:

@@ -13,7 +13,7 @@ from typing import Any, Optional, Union
 
 from PIL import Image, ImageDraw, ImageFont
 
-from fmit_plugin.training.util import atomic_write
+from fmit_plugin.common.file_utils import atomic_write
 from fmit_plugin.vision.image_loading import load_image
 
 __all__ = ["TYPE_COLOURS", "render_prediction", "save_prediction_picture", "type_colour"]

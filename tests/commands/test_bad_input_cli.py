@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from fmit_plugin.commands import main
-from fmit_plugin.common.archival import archive_model
+from fmit_plugin.models.archival import archive_model
 from tests.bad_input_helpers import write_run
 
 BAD_INPUT = Path(__file__).parents[1] / "fixtures" / "bad_input"

@@ -12,8 +12,9 @@ from fmit_plugin.data.data_loader import (
     TaggingDataLoader,
     collate,
 )
-from fmit_plugin.data.instance import TaggingInstance, VisualObjects
+from fmit_plugin.data.instance import TaggingInstance
 from fmit_plugin.data.vocabulary import Vocabulary
+from fmit_plugin.vision.visual_objects import VisualObjects
 
 LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
 VOCAB = Vocabulary({"labels": LABELS})

@@ -3,9 +3,9 @@ import filecmp
 
 from PIL import Image
 
+from fmit_plugin.data.span_utils import bio_tags_to_spans
 from fmit_plugin.demo import DEMO_DATA, DEMO_IMAGE_SIZE, DEMO_SEED, _examples, stack_pictures
 from fmit_plugin.synthetic.generator import generate_dataset
-from fmit_plugin.training.metrics.span_f1 import bio_tags_to_spans
 
 
 def test_the_embedded_set_is_the_generator_output_for_its_seed(tmp_path):

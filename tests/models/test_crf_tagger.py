@@ -6,10 +6,10 @@ from tango.common import Params
 from tango.common.exceptions import ConfigurationError
 
 from fmit_plugin.commands.train import train_model
-from fmit_plugin.common.archival import load_archive
 from fmit_plugin.data.data_loader import collate
 from fmit_plugin.data.twitter_mner import TwitterMnerReader
 from fmit_plugin.data.vocabulary import Vocabulary
+from fmit_plugin.models.archival import load_archive
 from fmit_plugin.models.model import Model
 from fmit_plugin.predictors.predictor import SentenceTaggerPredictor
 from tests.conftest import TWITTER_FIXTURES, tiny_config

@@ -8,17 +8,18 @@ from tango.common import Params
 from tango.common.exceptions import ConfigurationError
 
 from fmit_plugin.commands.train import train_model
-from fmit_plugin.common.archival import load_archive
 from fmit_plugin.data.data_loader import collate
-from fmit_plugin.data.instance import TaggingInstance, VisualObjects
+from fmit_plugin.data.instance import TaggingInstance
+from fmit_plugin.data.span_utils import bio_tags_to_spans
 from fmit_plugin.data.twitter_mner import TwitterMnerReader
 from fmit_plugin.data.vocabulary import Vocabulary
 from fmit_plugin.models import fmit as fmit_module
+from fmit_plugin.models.archival import load_archive
 from fmit_plugin.models.fmit import BOUNDARY_LABELS, Fmit
 from fmit_plugin.models.model import Model
 from fmit_plugin.modules.flat_lattice_transformer import interaction_parameter_count
 from fmit_plugin.predictors.predictor import SentenceTaggerPredictor
-from fmit_plugin.training.metrics.span_f1 import bio_tags_to_spans
+from fmit_plugin.vision.visual_objects import VisualObjects
 from tests.conftest import TWITTER_FIXTURES, tiny_config
 
 LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-MISC", "I-MISC"]
@@ -199,7 +200,7 @@ def test_objects_reach_the_word_cells_only_through_the_lattice(tiny_bert):
 def test_any_seq2seq_encoder_can_replace_the_flat_lattice_transformer(tiny_bert):
     model = _model(tiny_bert, encoder={"type": "pytorch_transformer", "input_dim": 16, "num_layers": 1,
                                        "num_attention_heads": 2, "feedforward_hidden_dim": 32})
-    assert not model._encoder_takes_positions
+    assert model._encoder_inputs == ()
     model.train()
     output = model(**collate(_visual_instances()[:2], model.vocab))
     assert torch.isfinite(output["loss"]) and "boundary_loss" in output
@@ -211,7 +212,7 @@ def test_umt_interaction_is_told_which_cells_are_objects_and_trains_a_step(tiny_
     umt = {"type": "umt_interaction", "input_dim": 16, "hidden_dim": 24, "num_attention_heads": 2,
            "feedforward_hidden_dim": 32}
     model = _model(tiny_bert, encoder=umt, boundary_encoder=copy.deepcopy(TINY_ENCODER))
-    assert model._encoder_takes_modality and not model._encoder_takes_positions
+    assert model._encoder_inputs == ("visual_mask",)
     seen = []
     model.encoder.register_forward_pre_hook(lambda module, args, kwargs: seen.append(kwargs), with_kwargs=True)
     batch = collate(_visual_instances()[:3], model.vocab)

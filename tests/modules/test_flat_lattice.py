@@ -1,7 +1,14 @@
 import pytest
 import torch
+from tango.common.exceptions import ConfigurationError
 
-from fmit_plugin.modules.flat_lattice import FlatLattice, LatticeProjection, build_flat_lattice, word_cells
+from fmit_plugin.modules.flat_lattice import (
+    FlatLattice,
+    LatticeProjection,
+    build_flat_lattice,
+    lattice_inputs_of,
+    word_cells,
+)
 from tests.host_reads import HostReads
 
 DIM = 4
@@ -232,3 +239,49 @@ def test_without_reading_sizes_the_lattice_is_the_same_plus_padding_cells_and_re
     # On the CPU the sizes are read by default (and the inputs checked).
     default = build_flat_lattice(words, word_mask, objects, object_mask, spans, CLS, SEP)
     assert default.mask.size(1) == cells
+
+
+class _PositionalEncoder(torch.nn.Module):
+    """A user's own encoder that uses the cells' positions."""
+
+    def forward(self, inputs, mask=None, head=None, tail=None):
+        return inputs
+
+
+class _DeclaredPositionalEncoder(_PositionalEncoder):
+    lattice_inputs = ("head", "tail")
+
+
+class _PlainEncoder(torch.nn.Module):
+    def forward(self, inputs, mask=None):
+        return inputs
+
+
+def test_encoders_declare_what_they_take_from_the_lattice():
+    from fmit_plugin.modules.flat_lattice_transformer import FlatLatticeTransformer
+    from fmit_plugin.modules.umt_interaction import UmtInteraction
+
+    assert lattice_inputs_of(FlatLatticeTransformer(input_dim=8, num_layers=1, num_attention_heads=2,
+                                                    feedforward_hidden_dim=8)) == ("head", "tail")
+    assert lattice_inputs_of(UmtInteraction(input_dim=8, hidden_dim=8, num_attention_heads=2,
+                                            feedforward_hidden_dim=8)) == ("visual_mask",)
+    assert lattice_inputs_of(_DeclaredPositionalEncoder()) == ("head", "tail")
+    assert lattice_inputs_of(_PlainEncoder()) == ()  # any allennlp-light encoder: cells and mask only
+
+
+def test_an_encoder_that_takes_positions_without_declaring_them_is_refused_not_run_without_them():
+    with pytest.raises(ConfigurationError, match=r"_PositionalEncoder.forward takes head, tail .*`lattice_inputs = "
+                                                 r"\('head', 'tail'\)"):
+        lattice_inputs_of(_PositionalEncoder())
+
+
+@pytest.mark.parametrize("declared, message", [
+    (("head", "tail", "visual_mask"), "declares \\['visual_mask'\\], which _PositionalEncoder.forward does not take"),
+    (("positions",), "names \\['positions'\\]; the lattice gives only"),
+    (("head",), "both head and tail, or neither"),
+])
+def test_a_declaration_the_encoder_cannot_honour_is_refused(declared, message):
+    encoder = _PositionalEncoder()
+    encoder.lattice_inputs = declared
+    with pytest.raises(ConfigurationError, match=message):
+        lattice_inputs_of(encoder)

@@ -313,7 +313,7 @@ def test_property_any_lines_give_one_result_each_in_order(hashing_predictor, lin
 
 @pytest.fixture(scope="module")
 def hashing_predictor(hashing_run):
-    from fmit_plugin.common.archival import load_archive
+    from fmit_plugin.models.archival import load_archive
 
     archive = load_archive(hashing_run)
     return SentenceTaggerPredictor(archive.model, archive.validation_dataset_reader)

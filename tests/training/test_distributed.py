@@ -17,13 +17,13 @@ import torch.multiprocessing as mp
 from tango.common import Params
 
 from fmit_plugin.commands.evaluate import evaluate_archive
-from fmit_plugin.common.archival import load_archive
 from fmit_plugin.data.data_loader import TaggingDataLoader, collate
 from fmit_plugin.data.twitter_mner import TwitterMnerReader
 from fmit_plugin.data.vocabulary import Vocabulary
+from fmit_plugin.metrics.span_f1 import SpanF1Measure
+from fmit_plugin.models.archival import load_archive
 from fmit_plugin.models.model import Model
-from fmit_plugin.training.metrics.span_f1 import SpanF1Measure
-from fmit_plugin.training.util import evaluate
+from fmit_plugin.training.evaluation import evaluate
 from tests.conftest import TWITTER_FIXTURES, tiny_config
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "FMIT_FILE_FRIENDLY_LOGGING": "1", "OMP_NUM_THREADS": "1"}

@@ -8,6 +8,8 @@ from tango.common import Params
 from tango.common.exceptions import ConfigurationError
 
 from fmit_plugin.commands.train import train_model
+from fmit_plugin.common.progress import progress
+from fmit_plugin.common.seeds import set_seed
 from fmit_plugin.data.data_loader import DataLoader, TaggingDataLoader
 from fmit_plugin.data.twitter_mner import TwitterMnerReader
 from fmit_plugin.data.vocabulary import Vocabulary
@@ -15,7 +17,6 @@ from fmit_plugin.models.crf_tagger import CrfTagger
 from fmit_plugin.models.model import Model
 from fmit_plugin.training import trainer as trainer_module
 from fmit_plugin.training.trainer import GradientDescentTrainer, Trainer
-from fmit_plugin.training.util import progress, set_seed
 from tests.conftest import TWITTER_FIXTURES, tiny_config
 from tests.host_reads import HostReads
 

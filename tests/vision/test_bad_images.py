@@ -16,7 +16,7 @@ from fmit_plugin.data.twitter_mner import TwitterMnerReader
 from fmit_plugin.vision.backbones import ImageBackbone
 from fmit_plugin.vision.grounders import WholeImageGrounder
 from fmit_plugin.vision.image_loading import EMPTY_IMAGE_SHA256, empty_image, load_image
-from fmit_plugin.vision.visual_objects import VisualObjectExtractor
+from fmit_plugin.vision.visual_object_extractor import VisualObjectExtractor
 
 IMAGE_FIXTURES = Path(__file__).parents[1] / "fixtures" / "bad_input" / "images"
 

@@ -10,7 +10,7 @@ from tango.common import Params
 from tango.common.exceptions import ConfigurationError
 
 from fmit_plugin.commands.train import train_model
-from fmit_plugin.common.archival import archive_model, load_archive
+from fmit_plugin.models.archival import archive_model, load_archive
 from tests.conftest import tiny_config
 
 

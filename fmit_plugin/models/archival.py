@@ -21,10 +21,12 @@ import torch
 from tango.common import Params
 from tango.common.exceptions import ConfigurationError
 
+from fmit_plugin.common.device import resolve_device
+from fmit_plugin.common.file_utils import atomic_write
 from fmit_plugin.data.dataset_reader import DatasetReader
 from fmit_plugin.data.vocabulary import Vocabulary
 from fmit_plugin.models.model import Model
-from fmit_plugin.training.util import atomic_write, resolve_device
+from fmit_plugin.version import VERSION
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +61,7 @@ def archive_model(
 
     meta = json.dumps({
         "archive_format": ARCHIVE_FORMAT,
-        "fmit_plugin_version": _plugin_version(),
+        "fmit_plugin_version": VERSION,
         "labels": _label_lists(Vocabulary.from_files(serialization_dir / VOCABULARY_DIR)),
         "weights_sha256": _sha256(serialization_dir / weights),
     }, indent=2).encode("utf-8")
@@ -93,12 +95,6 @@ def _label_lists(vocab: Vocabulary) -> dict[str, list[str]]:
     }
 
 
-def _plugin_version() -> str:
-    from fmit_plugin import __version__
-
-    return __version__
-
-
 def _check_meta(archive_file: Path, directory: Path, weights: Path, vocab: Vocabulary) -> None:
     """Refuse an archive from a newer format, one whose vocabulary is not the label set its weights
     were trained with, or one whose weights changed since archiving. Archives without `meta.json`
@@ -114,7 +110,7 @@ def _check_meta(archive_file: Path, directory: Path, weights: Path, vocab: Vocab
     if archive_format > ARCHIVE_FORMAT:
         raise ConfigurationError(
             f"{archive_file} was written by fmit-plugin {meta.get('fmit_plugin_version', '?')} in archive format "
-            f"{archive_format}; this version ({_plugin_version()}) reads format {ARCHIVE_FORMAT} or older: upgrade"
+            f"{archive_format}; this version ({VERSION}) reads format {ARCHIVE_FORMAT} or older: upgrade"
         )
     labels = meta.get("labels")
     found = _label_lists(vocab)
@@ -189,7 +185,7 @@ def load_archive(
         model = Model.from_params(config.get("model").duplicate(), vocab=vocab)
     except ConfigurationError as error:
         raise ConfigurationError(
-            f"{archive_file}: its config does not build a model with this fmit-plugin ({_plugin_version()}; "
+            f"{archive_file}: its config does not build a model with this fmit-plugin ({VERSION}; "
             f"archive from another version?): {error}"
         ) from error
     try:

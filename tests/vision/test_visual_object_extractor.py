@@ -10,7 +10,7 @@ from fmit_plugin.commands.extract_visual_objects import extract_visual_objects
 from fmit_plugin.data.dataset_reader import DatasetReader
 from fmit_plugin.data.instance import TaggingInstance
 from fmit_plugin.vision.backbones import ImageBackbone
-from fmit_plugin.vision.visual_objects import WHOLE_IMAGE, VisualObjectExtractor
+from fmit_plugin.vision.visual_object_extractor import WHOLE_IMAGE, VisualObjectExtractor
 
 TWEETS = [
     ("1", ["Zorp", "visits", "Blix", "today"], ["B-PER", "O", "B-LOC", "O"]),

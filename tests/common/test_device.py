@@ -1,14 +1,9 @@
-"""Device choice (AllenNLP's `cuda_device` values, and a clear error for a GPU that is not there) and
-the file mode of atomically written files."""
-import os
-import stat
-from pathlib import Path
-
+"""Device choice: AllenNLP's `cuda_device` values, and a clear error for a GPU that is not there."""
 import pytest
 import torch
 from tango.common.exceptions import ConfigurationError
 
-from fmit_plugin.training.util import atomic_write, resolve_device
+from fmit_plugin.common.device import resolve_device
 
 
 def test_negative_or_missing_cuda_device_is_the_cpu():
@@ -29,17 +24,3 @@ def test_a_gpu_beyond_the_machine_s_count_is_a_configuration_error(monkeypatch):
     assert resolve_device(1) == torch.device("cuda", 1)
     with pytest.raises(ConfigurationError, match="cuda_device=2, but this machine has 2 GPU"):
         resolve_device(2)
-
-
-def test_atomic_write_gives_new_files_the_umask_mode_and_keeps_a_replaced_file_s_mode(tmp_path):
-    umask = os.umask(0o022)
-    os.umask(umask)
-    new = tmp_path / "new.json"
-    atomic_write(new, lambda temp: Path(temp).write_text("{}"))
-    assert stat.S_IMODE(new.stat().st_mode) == 0o666 & ~umask  # not mkstemp's private 0600
-    kept = tmp_path / "kept.json"
-    kept.write_text("old")
-    kept.chmod(0o640)
-    atomic_write(kept, lambda temp: Path(temp).write_text("new"))
-    assert kept.read_text() == "new" and stat.S_IMODE(kept.stat().st_mode) == 0o640
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept.json", "new.json"]

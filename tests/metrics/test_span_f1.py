@@ -13,7 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from seqeval.metrics import classification_report, f1_score, precision_score, recall_score
 
-from fmit_plugin.training.metrics import SpanCounts, SpanF1Measure, bio_tags_to_spans
+from fmit_plugin.data.span_utils import bio_tags_to_spans
+from fmit_plugin.metrics.span_f1 import SpanCounts, SpanF1Measure
 
 TYPES = ["PER", "LOC", "ORG", "MISC"]
 ALL_TAGS = ["O"] + [f"{prefix}-{t}" for t in TYPES for prefix in "BI"]

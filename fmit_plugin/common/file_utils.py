@@ -1,0 +1,68 @@
+"""Files written so that a crash or a kill never leaves a half-written one under its final name."""
+import json
+import os
+import stat
+import tempfile
+from pathlib import Path
+from typing import Any, Union
+
+TEMP_SUFFIX = ".tmp"
+# Read once: os.umask can only be read by setting it.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
+def atomic_write(path: Union[str, os.PathLike], writer: Any) -> None:
+    """Write through `writer(temp_path)` into a temporary file beside `path`, flush it to disk, then
+    rename it over `path`: a crash or kill at any moment leaves either the old complete file or the
+    new complete file under the final name, never a half-written one (at worst a `.NAME.*.tmp`
+    file, which `remove_stale_temp_files` clears)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
+    os.close(handle)
+    try:
+        writer(temp)
+        # mkstemp makes the file private (0600); give it the mode a plain open() would, or keep the
+        # mode of the file it replaces.
+        os.chmod(temp, stat.S_IMODE(path.stat().st_mode) if path.exists() else 0o666 & ~_UMASK)
+        _fsync(temp)
+        os.replace(temp, path)
+        _fsync_directory(path.parent)
+    finally:
+        if os.path.exists(temp):
+            os.unlink(temp)
+
+
+def _fsync(path: str) -> None:
+    # The rename is atomic for a killed process; fsync makes it so for a machine that loses power.
+    if os.path.isfile(path):
+        with open(path, "rb") as file:
+            os.fsync(file.fileno())
+
+
+def _fsync_directory(directory: Path) -> None:
+    try:
+        handle = os.open(directory, os.O_RDONLY)
+    except OSError:  # e.g. Windows cannot open folders
+        return
+    try:
+        os.fsync(handle)
+    except OSError:
+        pass
+    finally:
+        os.close(handle)
+
+
+def remove_stale_temp_files(directory: Union[str, os.PathLike]) -> list[Path]:
+    """Delete the temporary files `atomic_write` leaves behind when killed mid-write."""
+    stale = [p for p in Path(directory).glob(f".*{TEMP_SUFFIX}") if p.is_file()]
+    for path in stale:
+        path.unlink()
+    return stale
+
+
+def dump_metrics(path: Union[str, os.PathLike], metrics: dict[str, Any]) -> None:
+    """`metrics` as indented, key-sorted JSON, written atomically."""
+    text = json.dumps(metrics, indent=2, sort_keys=True)
+    atomic_write(path, lambda temp: Path(temp).write_text(text + "\n", encoding="utf-8"))
