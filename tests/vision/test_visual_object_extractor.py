@@ -59,53 +59,49 @@ def _instances(dataset):
 
 
 def test_objects_carry_whole_image_phrases_general_words_and_spans(dataset, backbone):
-    instances = _instances(dataset)
-    summary = _extractor(dataset, backbone).extract(instances)
-    first = instances[0].visual
+    objects, summary = _extractor(dataset, backbone).extract(_instances(dataset))
+    first = objects[0]
     assert first.labels[0] == WHOLE_IMAGE and first.spans[0].tolist() == [0, 3]
     # the duplicated Blix box is merged; the general word spans the sentence
     assert sorted(first.labels) == sorted([WHOLE_IMAGE, "Zorp", "Blix", "person"])
     spans = dict(zip(first.labels, first.spans.tolist()))
     assert spans["Zorp"] == [0, 0] and spans["Blix"] == [2, 2] and spans["person"] == [0, 3]
     assert first.features.shape == (4, 1280)
-    assert instances[1].visual.spans.tolist()[1] == [1, 2]
+    assert objects[1].spans.tolist()[1] == [1, 2]
     # missing and corrupt images: the uniform empty image, whole image only, identical features
-    for instance in instances[2:]:
-        assert instance.visual.labels == [WHOLE_IMAGE] and instance.visual.spans.tolist() == [[0, 2]]
-    assert torch.equal(instances[2].visual.features, instances[3].visual.features)
-    assert not torch.allclose(instances[0].visual.features[0], instances[1].visual.features[0])
+    for visual in objects[2:]:
+        assert visual.labels == [WHOLE_IMAGE] and visual.spans.tolist() == [[0, 2]]
+    assert torch.equal(objects[2].features, objects[3].features)
+    assert not torch.allclose(objects[0].features[0], objects[1].features[0])
     assert summary.tweets == 4 and summary.cache_hits == 0 and summary.regions == 4 + 2 + 1 + 1
     line = summary.line()
     assert "2 read" in line and "missing 1" in line and "corrupt 1" in line
 
 
 def test_store_hit_returns_identical_tensors_without_the_backbone(dataset, backbone, monkeypatch):
-    first = _instances(dataset)
-    _extractor(dataset, backbone).extract(first)
-    second = _instances(dataset)
+    first, _ = _extractor(dataset, backbone).extract(_instances(dataset))
     extractor = _extractor(dataset, backbone)
     monkeypatch.setattr(type(backbone), "forward", lambda *args, **kwargs: pytest.fail("backbone ran on a hit"))
-    summary = extractor.extract(second)
+    second, summary = extractor.extract(_instances(dataset))
     assert summary.cache_hits == 4
-    for a, b in zip(first, second):
-        assert torch.equal(a.visual.features, b.visual.features) and a.visual.labels == b.visual.labels
+    for a, b in zip(first, second, strict=True):
+        assert torch.equal(a.features, b.features) and a.labels == b.labels
 
 
 def test_changed_settings_or_images_miss(dataset, backbone):
     _extractor(dataset, backbone).extract(_instances(dataset))
-    assert _extractor(dataset, backbone, max_objects=2).extract(_instances(dataset)).cache_hits == 0
+    assert _extractor(dataset, backbone, max_objects=2).extract(_instances(dataset))[1].cache_hits == 0
     (dataset / "sidecar.jsonl").write_text(json.dumps(SIDECAR[1]) + "\n")
-    assert _extractor(dataset, backbone).extract(_instances(dataset)).cache_hits == 0  # the grounder changed
-    assert _extractor(dataset, backbone).extract(_instances(dataset)).cache_hits == 4
+    assert _extractor(dataset, backbone).extract(_instances(dataset))[1].cache_hits == 0  # the grounder changed
+    assert _extractor(dataset, backbone).extract(_instances(dataset))[1].cache_hits == 4
     Image.new("RGB", (64, 64), (0, 200, 0)).save(dataset / "images" / "1.jpg")
-    hits = _extractor(dataset, backbone).extract(_instances(dataset)).cache_hits
+    hits = _extractor(dataset, backbone).extract(_instances(dataset))[1].cache_hits
     assert hits == 3  # the changed image misses
 
 
 def test_max_objects_keeps_the_whole_image_and_the_best_regions(dataset, backbone):
-    instances = _instances(dataset)
-    _extractor(dataset, backbone, max_objects=2).extract(instances)
-    assert instances[0].visual.labels[0] == WHOLE_IMAGE and len(instances[0].visual.labels) == 2
+    objects, _ = _extractor(dataset, backbone, max_objects=2).extract(_instances(dataset))
+    assert objects[0].labels[0] == WHOLE_IMAGE and len(objects[0].labels) == 2
     with pytest.raises(ValueError, match="max_objects"):
         _extractor(dataset, backbone, max_objects=0)
 
@@ -113,9 +109,7 @@ def test_max_objects_keeps_the_whole_image_and_the_best_regions(dataset, backbon
 def test_grid_grounder_pools_the_feature_map(dataset, backbone):
     from fmit_plugin.vision.grounders import GridGrounder
 
-    instances = _instances(dataset)[:1]
-    _extractor(dataset, backbone, grounder=GridGrounder(k=2)).extract(instances)
-    visual = instances[0].visual
+    (visual,), _ = _extractor(dataset, backbone, grounder=GridGrounder(k=2)).extract(_instances(dataset)[:1])
     assert visual.labels == [WHOLE_IMAGE, "grid 0,0", "grid 0,1", "grid 1,0", "grid 1,1"]
     assert visual.spans.tolist() == [[0, 3]] * 5
     image = Image.open(dataset / "images" / "1.jpg").convert("RGB")
