@@ -18,7 +18,7 @@ ifeq ($(VIRTUAL_ENV)$(CONDA_PREFIX),)
 endif
 
 # torch first: the CPU build torch==2.13.0 only when no torch is importable, so a user's own
-# (CUDA) torch is kept. torchvision is never installed by default (see DESIGN.md's traps).
+# (CUDA) torch is kept. torchvision is never installed by default (see "Traps" in docs/development.md).
 install: venv
 	$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install "torch==2.13.0"
 	$(PIP) install -e ".[vision]"

@@ -87,7 +87,8 @@ def main() -> None:
     parser.add_argument("--overrides", default="{}", help="JSON overrides for the config")
     parser.add_argument("--output", required=True, help="results JSON file")
     parser.add_argument("--keep", help="keep the serialization dir here (single seed only)")
-    parser.add_argument("--no-readme", action="store_true", help="do not update the README table")
+    parser.add_argument("--no-readme", action="store_true",
+                        help="do not update the published tables (docs/results.md, the README's headline)")
     args = parser.parse_args()
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
     for noisy in ("transformers", "huggingface_hub"):
@@ -114,17 +115,28 @@ def main() -> None:
     dataset = Path(args.data_dir).name
     if not args.no_readme:
         publish(f"accuracy_{dataset}", table(dataset, Path(args.output).parent))
+        publish("headline_accuracy", headline(Path(args.output).parent))
     cells = [f"{100 * mean.get(f'f1-measure-{t}', 0.0):.2f}" for t in TYPES]
     print(f"overall P/R/F1: {100 * mean['precision-overall']:.2f} / {100 * mean['recall-overall']:.2f} / "
           f"{100 * mean['f1-measure-overall']:.2f}; per-type F1 {dict(zip(TYPES, cells))}")
 
 
+def _results(results_dir: Path) -> list[dict]:
+    """The accuracy results files of `results_dir` (those with a `mean_test`), in file name order."""
+    results = [json.loads(path.read_text()) for path in sorted(results_dir.glob("*.json"))]
+    return [result for result in results if isinstance(result, dict) and "mean_test" in result]
+
+
+def datasets(results_dir: Path) -> list[str]:
+    """The datasets (data folder names) of the accuracy results files in `results_dir`."""
+    return sorted({Path(result["data_dir"]).name for result in _results(results_dir)})
+
+
 def table(dataset: str, results_dir: Path) -> str:
-    """Every results file of `dataset` in `results_dir` as one README table, each beside its paper row."""
+    """Every results file of `dataset` in `results_dir` as one table, each beside its paper row."""
     rows, commands = [], []
-    for path in sorted(results_dir.glob("*.json")):
-        result = json.loads(path.read_text())
-        if not isinstance(result, dict) or "mean_test" not in result or Path(result["data_dir"]).name != dataset:
+    for result in _results(results_dir):
+        if Path(result["data_dir"]).name != dataset:
             continue
         mean, runs = result["mean_test"], result["runs"]
         commands.append(f"{result['command']}` ({result['machine']['torch_threads']} torch thread(s), "
@@ -140,6 +152,40 @@ def table(dataset: str, results_dir: Path) -> str:
             rows.append([f"paper, {PAPER_ROW[name]}", *(f"{value:.2f}" for value in paper), "", ""])
     header = ["row", *(f"F1 {t}" for t in TYPES), "P", "R", "F1", "epochs", "s / epoch"]
     return markdown_table(header, rows) + "\n" + "\n".join(f"`{command})  " for command in commands) + "\n"
+
+
+# The headline table's rows: the Twitter-2015 configs, then the synthetic benchmark's rows.
+HEADLINE_CONFIGS = {"BERT-CRF": "bert_crf_offline", "FMIT (l = 3)": "fmit_offline"}
+HEADLINE_SYNTHETIC_ROWS = {"BERT-CRF": "text-only BERT-CRF", "FMIT (l = 3)": "FMIT (grounded objects)"}
+
+
+def headline(results_dir: Path) -> str:
+    """The README's headline accuracy table: test F1 of BERT-CRF and FMIT on Twitter-2015 (text only, beside
+    the paper's) and on the synthetic tweets (`synthetic.json`), from the same results files as the full tables."""
+    models = list(HEADLINE_CONFIGS)
+    rows = []
+    twitter = {Path(result["config"]).stem: result for result in _results(results_dir)
+               if Path(result["data_dir"]).name == "twitter2015"}
+    if all(config in twitter for config in HEADLINE_CONFIGS.values()):
+        found = [twitter[HEADLINE_CONFIGS[model]] for model in models]
+        seeds = {len(result["runs"]) for result in found}
+        epochs = {result["epochs"] for result in found}
+        rows.append(["Twitter-2015 (text only: no images here)",
+                     *(f"{100 * result['mean_test']['f1-measure-overall']:.2f}" for result in found),
+                     " / ".join(f"{PAPER[('twitter2015', model)][-1]:.2f}" for model in models),
+                     f"offline MiniLM, {', '.join(map(str, sorted(epochs)))} epochs, "
+                     f"{', '.join(map(str, sorted(seeds)))} seed(s)"])
+    synthetic_file = results_dir / "synthetic.json"
+    if synthetic_file.is_file():
+        synthetic = json.loads(synthetic_file.read_text())
+        by_name = {row["row"]: row for row in synthetic["rows"]}
+        found = [by_name[HEADLINE_SYNTHETIC_ROWS[model]] for model in models]
+        rows.append(["synthetic tweets (only the image tells the type)",
+                     *(f"{100 * row['test']['f1-measure-overall']:.1f}" for row in found), "-",
+                     f"offline MiniLM + EfficientNet-Lite0, {synthetic['epochs']} epochs; FMIT "
+                     f"{100 * found[1]['test_with_image']['f1-measure-overall']:.1f} on the "
+                     f"{synthetic['dataset']['subset_tweets']['with_image']} tweets with an image"])
+    return markdown_table(["test F1", *models, "paper (bert-base, images)", "setting"], rows)
 
 
 if __name__ == "__main__":

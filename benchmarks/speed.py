@@ -667,6 +667,25 @@ def render(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def headline(results: dict[str, Any]) -> str:
+    """The README's headline speed table: FMIT l = 3's cost against BERT-CRF's, end to end, per text encoder."""
+    groups = results["groups"]
+    settings = [setting for group in ("inference", "training") for setting in groups.get(group, {})]
+    settings = list(dict.fromkeys(settings))
+    names = {"inference": "end-to-end inference", "training": "training step (EBD included)"}
+    rows = []
+    for group in ("inference", "training"):
+        entries = groups.get(group, {})
+        if entries:
+            rows.append([names[group], *(_ratio(entries[setting]["rows"]["FMIT l=3"]) if setting in entries else "-"
+                                         for setting in settings)])
+    info = results["machine"]
+    return (f"FMIT l = 3's time as a multiple of BERT-CRF's, median (range) of per-round ratios; "
+            f"{info['cpu_count']} CPUs, torch {info['torch']} with {info['torch_threads']} threads, "
+            f"device `{results['device']}`:\n\n"
+            + markdown_table(["FMIT l = 3, x BERT-CRF", *settings], rows))
+
+
 def _share(components: dict[str, float], part: str) -> str:
     seconds = components.get(part)
     if seconds is None:
@@ -693,7 +712,8 @@ def main() -> None:
     parser.add_argument("--profile", nargs="*", default=[],
                         help="regexes over 'group/setting/row': profile one call of those rows")
     parser.add_argument("--output", help="results JSON file")
-    parser.add_argument("--publish", action="store_true", help="write the README table (speed)")
+    parser.add_argument("--publish", action="store_true",
+                        help="write the tables (docs/speed.md, the README's headline)")
     parser.add_argument("--render", help="measure nothing: render (and --publish) this results file")
     args = parser.parse_args()
     if args.render:
@@ -701,6 +721,7 @@ def main() -> None:
         print(table)
         if args.publish:
             publish("speed", table)
+            publish("headline_speed", headline(json.loads(Path(args.render).read_text())))
         return
     if not args.output:
         parser.error("--output is required")
@@ -749,6 +770,7 @@ def main() -> None:
     print(table)
     if args.publish:
         publish("speed", table)
+        publish("headline_speed", headline(results))
 
 
 if __name__ == "__main__":

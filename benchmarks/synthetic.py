@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 sys.path.insert(0, str(Path(__file__).parent))
-from accuracy import machine  # noqa: E402
+from accuracy import headline, machine  # noqa: E402
 from PIL import Image  # noqa: E402
 from readme_tables import markdown_table, publish  # noqa: E402
 
@@ -170,7 +170,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--work-dir", default="benchmarks/output/synthetic", help="data, feature store and runs")
     parser.add_argument("--remove-runs", action="store_true", help="delete each row's serialization dir")
     parser.add_argument("--output", default="benchmarks/results/synthetic.json")
-    parser.add_argument("--no-readme", action="store_true", help="do not update the README table")
+    parser.add_argument("--no-readme", action="store_true",
+                        help="do not update the published tables (docs/results.md, the README's headline)")
     args = parser.parse_args(argv)
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
     for noisy in ("transformers", "huggingface_hub"):
@@ -228,6 +229,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     output.write_text(json.dumps(result, indent=2) + "\n")
     if not args.no_readme:
         publish("synthetic", table(result))
+        publish("headline_accuracy", headline(Path(args.output).parent))
     print(table(result))
 
 

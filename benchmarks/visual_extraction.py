@@ -120,7 +120,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32, help="image crops per backbone call")
     parser.add_argument("--output", default="benchmarks/results/visual_extraction.json", help="results JSON file")
     parser.add_argument("--keep", help="generate into this folder and keep it, instead of a temporary one")
-    parser.add_argument("--no-readme", action="store_true", help="do not update the README table")
+    parser.add_argument("--no-readme", action="store_true",
+                        help="do not update the published table (docs/visual_objects.md)")
     args = parser.parse_args()
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
     import_plugins()
@@ -204,7 +205,7 @@ def main() -> None:
 
 
 def table(result: dict) -> str:
-    """The README table of one results file."""
+    """The published table (docs/visual_objects.md) of one results file."""
     settings, cold, warm = result["settings"], result["cold_store"], result["warm_store"]
     grounder = settings["grounder"] if isinstance(settings["grounder"], str) else settings["grounder"]["type"]
     caption = (
