@@ -10,7 +10,9 @@ class TaggingInstance:
     """
     A tokenized tweet with optional gold tags, image and visual objects.
 
-    `metadata["source"]` says where it came from ("file:line"), so errors can name it.
+    `metadata["source"]` says where it came from ("file:line"), so errors can name it. `warnings`
+    says what went wrong without stopping the tweet (an unreadable image the uniform empty image
+    replaced...); the predictor returns them with the tweet's answer.
     """
 
     words: list[str]
@@ -19,6 +21,7 @@ class TaggingInstance:
     image_path: Optional[str] = None
     visual: Optional[VisualObjects] = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.tags is not None and len(self.tags) != len(self.words):

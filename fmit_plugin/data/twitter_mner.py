@@ -227,6 +227,11 @@ class TwitterMnerReader(DatasetReader):
         objects, summary = self.visual_objects.extract(instances, description, show_progress=show_progress)
         for instance, visual in zip(instances, objects, strict=True):
             instance.visual = visual
+            if visual.image_status != "ok" and (instance.image_id or instance.image_path):
+                instance.warnings.append(
+                    f"image not used ({visual.image_status}: {visual.image_message}); "
+                    "the model saw the uniform empty image"
+                )
         return summary
 
     def _read(self, file_path: Path) -> Iterator[TaggingInstance]:

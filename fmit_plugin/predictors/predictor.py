@@ -47,7 +47,9 @@ class SentenceTaggerPredictor(Predictor):
     Input lines: `{"tokens": ["I", "love", "Paris"]}` or `{"sentence": "I love Paris"}` (split
     with the tweet tokenizer), optionally with `"image"` (a path, or an image id looked up in the
     reader's `image_dir`). Output: `tokens`, `tags`, and `entities`, each with `text`, `type`,
-    `start`, `end` (word indices, end exclusive) and `confidence`. An `"id"` key is echoed.
+    `start`, `end` (word indices, end exclusive) and `confidence`. An `"id"` key is echoed. What went
+    wrong without stopping the line (an image that could not be used...) is listed in `"warnings"`,
+    present only when there is something to say.
 
     Registered as a `Predictor` with name "sentence_tagger".
     """
@@ -99,6 +101,8 @@ class SentenceTaggerPredictor(Predictor):
                 answer["image"] = instance.image_path or instance.image_id
             if instance.visual is not None:
                 answer["objects"] = visual_objects_json(instance)
+            if instance.warnings:
+                answer["warnings"] = list(instance.warnings)
             answers.append(answer)
         return answers
 
@@ -124,5 +128,5 @@ def _without_tags(instance: TaggingInstance) -> TaggingInstance:
         return instance
     return TaggingInstance(
         words=instance.words, image_id=instance.image_id, image_path=instance.image_path,
-        visual=instance.visual, metadata=instance.metadata,
+        visual=instance.visual, metadata=instance.metadata, warnings=instance.warnings,
     )

@@ -175,7 +175,7 @@ class VisualObjectExtractor(FromParams):
                     pending = {}
             else:
                 summary.cache_hits += 1
-            objects.append(to_visual_objects(stored, len(words)))
+            objects.append(to_visual_objects(stored, len(words), loaded.status, "" if loaded.ok else loaded.message))
             summary.tweets += 1
             summary.regions += len(stored.regions)
         if self.store is not None and pending:

@@ -16,12 +16,17 @@ class VisualObjects:
     spans : `torch.Tensor`  # (objects, 2): inclusive 0-based (first word, last word) each object belongs to
     labels : what each object is (the phrase, "whole image", "person"...), for display only.
     boxes : each object's box in image pixels (left, top, right, bottom), `None` for grid cells; for display.
+    image_status : `"ok"`, or why the uniform empty image stood in for the tweet's image (a
+        `LoadedImage.status`: "missing", "corrupt", ...).
+    image_message : what was wrong with the image, naming its path; empty when it was read.
     """
 
     features: torch.Tensor
     spans: torch.Tensor
     labels: list[str] = field(default_factory=list)
     boxes: list[Optional[tuple[float, float, float, float]]] = field(default_factory=list)
+    image_status: str = "ok"
+    image_message: str = ""
 
     def __post_init__(self) -> None:
         if self.features.dim() != 2 or self.spans.shape != (self.features.shape[0], 2):
@@ -31,7 +36,9 @@ class VisualObjects:
             )
 
 
-def to_visual_objects(stored: StoredObjects, num_words: int) -> VisualObjects:
+def to_visual_objects(
+    stored: StoredObjects, num_words: int, image_status: str = "ok", image_message: str = ""
+) -> VisualObjects:
     """Spans of `None` (whole sentence) become (0, n - 1); spans past the tweet are clipped."""
     last = max(0, num_words - 1)
     spans = [
@@ -43,4 +50,6 @@ def to_visual_objects(stored: StoredObjects, num_words: int) -> VisualObjects:
         spans=torch.tensor(spans, dtype=torch.long).view(-1, 2),
         labels=[region.label for region in stored.regions],
         boxes=[region.box for region in stored.regions],
+        image_status=image_status,
+        image_message=image_message,
     )

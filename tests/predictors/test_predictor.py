@@ -163,6 +163,15 @@ def test_prediction_is_deterministic_even_if_model_was_training(tagger):
     assert first == second
 
 
+def test_warnings_of_an_input_come_back_with_its_answer_and_only_then(tagger):
+    predictor = SentenceTaggerPredictor(tagger, TwitterMnerReader())
+    warned, quiet = (predictor.json_to_instance({"tokens": ["Taylor", "sings"]}) for _ in range(2))
+    warned.warnings.append("image not used (corrupt: x.jpg: cannot be decoded)")
+    answers = predictor.predict_instances([warned, quiet])
+    assert answers[0]["warnings"] == ["image not used (corrupt: x.jpg: cannot be decoded)"]
+    assert "warnings" not in answers[1] and answers[0]["tags"] == answers[1]["tags"]
+
+
 def test_predict_only_empty_inputs_skips_the_model():
     predictor = SentenceTaggerPredictor(_NoModel(), TwitterMnerReader())
     assert predictor.predict_batch_json([{"tokens": [], "id": 1}, {"sentence": "  "}]) == [

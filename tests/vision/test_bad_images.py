@@ -106,6 +106,12 @@ def test_visual_objects_over_hostile_images_use_the_empty_image_and_count_it(hos
     assert torch.allclose(by_id["folder"], torch.tensor([0, 0, 250 / 255.0]), atol=0.02)
     for image_id in ("loop", "dangling", "zero", "strip", "absent"):
         assert torch.allclose(by_id[image_id], grey, atol=1e-4), image_id
+    # every tweet whose image could not be used says so, naming why; the others say nothing
+    warnings = {i.image_id: i.warnings for i in instances}
+    assert warnings["good"] == [] and warnings["folder"] == []
+    assert [w.split(":")[0] for w in warnings["strip"]] == ["image not used (degenerate"]
+    assert all(len(warnings[i]) == 1 and "uniform empty image" in warnings[i][0]
+               for i in ("loop", "dangling", "zero", "strip", "absent"))
     # the loader itself, given the hostile paths directly, never raises either
     assert load_image(str(images / "loop.jpg")).status == "not_a_file"
     assert load_image(str(images / "folder.jpg")).status == "not_a_file"
