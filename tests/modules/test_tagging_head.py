@@ -4,7 +4,8 @@ import math
 import pytest
 import torch
 
-from fmit_plugin.modules.tagging_head import TaggingHead, log_partition
+from fmit_plugin.modules.conditional_random_field import log_partition
+from fmit_plugin.modules.tagging_head import TaggingHead
 from fmit_plugin.training.metrics.span_f1 import SpanF1Measure, bio_tags_to_spans
 from tests.host_reads import HostReads
 
@@ -24,7 +25,7 @@ def _head(use_crf=True, seed=0):
 
 def _sequence_scores(head, logits, length):
     """Every tag sequence of `length` with its constrained CRF score (brute force)."""
-    transitions, start, end = head._constrained_scores()
+    transitions, start, end = head.crf.constrained_scores()
     scores = {}
     for path in itertools.product(range(len(LABELS)), repeat=length):
         score = start[path[0]] + logits[0, path[0]] + end[path[-1]]
@@ -49,7 +50,7 @@ def test_log_partition_equals_brute_force_sum():
     head = _head()
     logits = torch.randn(1, 4, len(LABELS))
     scores = _sequence_scores(head, logits[0], 4)
-    transitions, start, end = head._constrained_scores()
+    transitions, start, end = head.crf.constrained_scores()
     expected = math.log(sum(math.exp(s) for s in scores.values()))
     actual = log_partition(logits, torch.ones(1, 4, dtype=torch.bool), transitions, start, end)
     assert actual.item() == pytest.approx(expected, rel=1e-5)
