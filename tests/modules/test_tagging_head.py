@@ -166,3 +166,13 @@ def test_tagging_with_gold_tags_reads_nothing_back_until_the_metric_is_read(use_
     assert metrics == expected.get_metric()
     readable = head.make_output_human_readable(output)
     assert [len(tags) for tags in readable["tags"]] == lengths
+
+
+def test_a_crf_backend_without_use_crf_is_a_configuration_error():
+    from tango.common import Lazy
+    from tango.common.exceptions import ConfigurationError
+
+    from fmit_plugin.modules.conditional_random_field import PytorchCrf
+
+    with pytest.raises(ConfigurationError, match="crf is given but use_crf is false"):
+        TaggingHead(6, LABELS, use_crf=False, crf=Lazy(PytorchCrf))
