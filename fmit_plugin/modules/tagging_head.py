@@ -84,7 +84,7 @@ class TaggingHead(torch.nn.Module):
         output = {"logits": logits}
         if tags is not None:
             if self.crf is not None:
-                # allennlp-light returns the summed log-likelihood; a per-tweet mean keeps the loss
+                # The CRF returns the summed log-likelihood; a per-tweet mean keeps the loss
                 # scale independent of batch size and gradient accumulation.
                 output["loss"] = -self.crf.log_likelihood(logits, tags, mask) / logits.shape[0]
             else:
