@@ -4,11 +4,13 @@ from typing import Any, Optional
 import torch
 from allennlp_light.modules import FeedForward
 from allennlp_light.modules.seq2seq_encoders import PassThroughEncoder, Seq2SeqEncoder
+from tango.common import Lazy
 
 from fmit_plugin.common.checks import check_dimensions_match
 from fmit_plugin.data.vocabulary import Vocabulary
 from fmit_plugin.metrics.span_f1 import SpanF1Measure
 from fmit_plugin.models.model import Model
+from fmit_plugin.modules.conditional_random_field import ConditionalRandomField
 from fmit_plugin.modules.tagging_head import TaggingHead, require_bio
 from fmit_plugin.modules.token_embedders import TokenEmbedder
 
@@ -43,6 +45,9 @@ class CrfTagger(Model):
         Dropout on the embeddings and on the encoder output.
     verbose_metrics : `bool`, optional (default = `True`)
         Report per-type precision / recall / F1 beside the overall figures.
+    crf : `ConditionalRandomField`, optional (default = `None`, i.e. `{"type": "allennlp_light"}`)
+        The CRF backend, e.g. `{"type": "pytorch_crf"}`; its other settings come from the keys above.
+        Only with `use_crf`.
     """
 
     default_predictor = "sentence_tagger"
@@ -60,6 +65,7 @@ class CrfTagger(Model):
         use_crf: bool = True,
         dropout: Optional[float] = None,
         verbose_metrics: bool = True,
+        crf: Optional[Lazy[ConditionalRandomField]] = None,
     ) -> None:
         super().__init__(vocab)
         require_bio(label_encoding)
@@ -88,6 +94,7 @@ class CrfTagger(Model):
             label_encoding=label_encoding,
             constrain_crf_decoding=constrain_crf_decoding,
             include_start_end_transitions=include_start_end_transitions,
+            crf=crf,
         )
         self._f1_metric = SpanF1Measure()
 

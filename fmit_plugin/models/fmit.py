@@ -4,6 +4,7 @@ from typing import Any, Optional
 
 import torch
 from allennlp_light.modules.seq2seq_encoders import Seq2SeqEncoder
+from tango.common import Lazy
 from tango.common.exceptions import ConfigurationError
 
 from fmit_plugin.common.checks import check_dimensions_match
@@ -11,6 +12,7 @@ from fmit_plugin.data.span_utils import bio_positions, label_tensors
 from fmit_plugin.data.vocabulary import Vocabulary
 from fmit_plugin.metrics.span_f1 import SpanF1Measure
 from fmit_plugin.models.model import Model
+from fmit_plugin.modules.conditional_random_field import ConditionalRandomField
 from fmit_plugin.modules.flat_lattice import LatticeProjection, build_flat_lattice, lattice_inputs_of
 from fmit_plugin.modules.flat_lattice_transformer import FlatLatticeTransformer
 from fmit_plugin.modules.tagging_head import TaggingHead, require_bio
@@ -64,6 +66,9 @@ class Fmit(Model):
     dropout : `float`, optional (default = `0.2`)
         Dropout on the word embeddings, the projected lattice and the encoder output.
     verbose_metrics : `bool`, optional (default = `True`)
+    crf : `ConditionalRandomField`, optional (default = `None`, i.e. `{"type": "allennlp_light"}`)
+        The CRF backend of both the tagger and the boundary branch, e.g. `{"type": "pytorch_crf"}`; its
+        other settings come from the keys above.
     """
 
     default_predictor = "sentence_tagger"
@@ -82,6 +87,7 @@ class Fmit(Model):
         constrain_crf_decoding: bool = True,
         dropout: float = 0.2,
         verbose_metrics: bool = True,
+        crf: Optional[Lazy[ConditionalRandomField]] = None,
     ) -> None:
         super().__init__(vocab)
         require_bio(label_encoding)
@@ -109,7 +115,7 @@ class Fmit(Model):
         self.tagging_head = TaggingHead(
             hidden_dim, labels, use_crf=True, label_encoding=label_encoding,
             constrain_crf_decoding=constrain_crf_decoding,
-            include_start_end_transitions=include_start_end_transitions,
+            include_start_end_transitions=include_start_end_transitions, crf=crf,
         )
         self.boundary_weight = boundary_weight
         self.boundary_encoder: Optional[Seq2SeqEncoder] = None
@@ -122,7 +128,7 @@ class Fmit(Model):
             )
             self.boundary_head = TaggingHead(
                 self.boundary_encoder.get_output_dim(), dict(enumerate(BOUNDARY_LABELS)), use_crf=True,
-                label_encoding="BIOUL",
+                label_encoding="BIOUL", crf=crf,
             )
         self._f1_metric = SpanF1Measure()
         # Prefix (0 O, 1 B, 2 I) and type index of every label id, for `_boundary_tags`.

@@ -2,97 +2,19 @@
 from typing import Any, Optional, cast
 
 import torch
-from allennlp_light.modules.conditional_random_field.conditional_random_field import (
-    ConditionalRandomField,
-    allowed_transitions,
-)
 from allennlp_light.nn import util
+from tango.common import Lazy
 from tango.common.exceptions import ConfigurationError
 
 from fmit_plugin.data.span_utils import bio_tags_to_spans
-
-# Score given to forbidden transitions and to labels forced away; the same value allennlp-light's
-# Viterbi uses, so confidences agree with the decoded path.
-_FORBIDDEN = -10000.0
+from fmit_plugin.modules.conditional_random_field import (
+    AllennlpLightCrf,
+    ConditionalRandomField,
+    span_log_probabilities,
+    viterbi_paths,
+)
 
 Entity = tuple[str, int, int, float]
-
-
-def log_partition(
-    emissions: torch.Tensor,
-    mask: torch.Tensor,
-    transitions: torch.Tensor,
-    start: torch.Tensor,
-    end: torch.Tensor,
-) -> torch.Tensor:
-    """
-    Forward algorithm: log of the summed score of every tag sequence.
-    emissions `# (rows, time, tags)`, mask `# (rows, time)`, transitions `# (tags, tags)`,
-    start / end `# (tags,)`; returns `# (rows,)`.
-
-    Written here because allennlp-light's CRF applies its decoding constraints only in Viterbi:
-    confidences must come from the same constrained distribution that produced the tags.
-    """
-    alpha = start.unsqueeze(0) + emissions[:, 0]  # (rows, tags)
-    for t in range(1, emissions.shape[1]):
-        scores = alpha.unsqueeze(2) + transitions.unsqueeze(0) + emissions[:, t].unsqueeze(1)
-        alpha = torch.where(mask[:, t].unsqueeze(1), torch.logsumexp(scores, dim=1), alpha)
-    return torch.logsumexp(alpha + end.unsqueeze(0), dim=1)
-
-
-def viterbi_paths(
-    emissions: torch.Tensor,
-    lengths: torch.Tensor,
-    transitions: torch.Tensor,
-    start: torch.Tensor,
-    end: torch.Tensor,
-) -> torch.Tensor:
-    """
-    Best tag sequences of a batch at once, on the emissions' device: emissions `# (batch, time, tags)`,
-    lengths `# (batch,)` (each sequence is a prefix), constrained transitions `# (tags, tags)` and
-    start / end `# (tags,)`; returns `# (batch, time)` tag ids (anything past a sequence's length).
-
-    The same numbers as allennlp-light's `viterbi_tags`, which decodes one sentence at a time with a
-    host read per time step: the same lattice with START / END states and sentinel steps scored
-    -10000, the same additions in the same order and the same `topk`, so the same paths; but a
-    batch is a loop over time of a few batched operations and no host-device synchronisation.
-    """
-    batch_size, max_length, num_tags = emissions.shape
-    device = emissions.device
-    emissions = emissions.float()
-    start_tag, end_tag = num_tags, num_tags + 1
-    states = num_tags + 2
-    augmented = torch.full((states, states), _FORBIDDEN, device=device)
-    augmented[:num_tags, :num_tags] = transitions
-    augmented[start_tag, :num_tags] = start
-    augmented[:num_tags, end_tag] = end
-    # (batch, time + 2, states): the START sentinel, the emissions, the END sentinel at step length + 1.
-    steps = torch.full((batch_size, max_length + 2, states), _FORBIDDEN, device=device)
-    steps[:, 0, start_tag] = 0.0
-    steps[:, 1 : max_length + 1, :num_tags] = emissions
-    rows = torch.arange(batch_size, device=device)
-    lengths = lengths.long()
-    end_row = torch.full((states,), _FORBIDDEN, device=device)
-    end_row[end_tag] = 0.0
-    steps[rows, lengths + 1] = end_row
-    alpha = steps[:, 0]  # (batch, states)
-    backpointers = []
-    identity = torch.arange(states, device=device).expand(batch_size, states)
-    for step in range(1, max_length + 2):
-        # (batch, previous state, state) -> best previous state per state
-        best, previous = torch.topk(alpha.unsqueeze(2) + augmented, k=1, dim=1)
-        active = (step <= lengths + 1).unsqueeze(1)  # (batch, 1)
-        alpha = torch.where(active, steps[:, step] + best.squeeze(1), alpha)
-        # Finished sequences keep their state, so every backtrace can start from the last step.
-        backpointers.append(torch.where(active, previous.squeeze(1), identity))
-    state = torch.topk(alpha, k=1, dim=1)[1].squeeze(1)  # (batch,)
-    path = []
-    for pointers in reversed(backpointers[1:]):
-        state = pointers.gather(1, state.unsqueeze(1)).squeeze(1)
-        path.append(state)
-    path.reverse()
-    # (batch, time); tags of real steps are < num_tags
-    return torch.stack(path, dim=1) if path else torch.zeros(batch_size, 0, dtype=torch.long, device=device)
 
 
 def require_bio(label_encoding: str) -> None:
@@ -110,6 +32,12 @@ class TaggingHead(torch.nn.Module):
     independent softmax per word (the paper's plain "BERT" row). Shared by `crf_tagger` and
     `fmit` so both decode, score and report confidence identically.
 
+    The CRF is a registrable `ConditionalRandomField` (`crf`, default "allennlp_light"; also
+    "pytorch_crf"): it gives the training loss and its constrained transition scores, which every
+    backend decodes with the same batched Viterbi and scores with the same forward algorithm
+    (`conditional_random_field.inference`). The head itself only projects, asks for the loss,
+    decodes and formats entities.
+
     Entity confidence is the model's probability that the predicted span carries exactly its
     predicted labels: for the CRF, exp(log Z with the span's labels forced - log Z), both computed
     by the constrained forward algorithm (exact, batched over all entities of a batch); for the
@@ -124,6 +52,7 @@ class TaggingHead(torch.nn.Module):
         label_encoding: str = "BIO",
         constrain_crf_decoding: bool = True,
         include_start_end_transitions: bool = True,
+        crf: Optional[Lazy[ConditionalRandomField]] = None,
     ) -> None:
         super().__init__()
         if label_encoding not in ("BIO", "BIOUL"):
@@ -135,11 +64,16 @@ class TaggingHead(torch.nn.Module):
         self.projection = torch.nn.Linear(input_dim, self.num_tags)
         self.crf: Optional[ConditionalRandomField] = None
         if use_crf:
-            constraints = allowed_transitions(label_encoding, labels) if constrain_crf_decoding else None
-            self.crf = ConditionalRandomField(
-                self.num_tags,
-                constraints,  # type: ignore[arg-type]  # allennlp-light's hint omits its None default
+            self.crf = (crf or Lazy(AllennlpLightCrf)).construct(
+                labels=labels,
+                label_encoding=label_encoding,
+                constrain_decoding=constrain_crf_decoding,
                 include_start_end_transitions=include_start_end_transitions,
+            )
+        elif crf is not None:
+            raise ConfigurationError(
+                "crf is given but use_crf is false (the softmax head has no CRF): remove crf, or set use_crf "
+                "to true"
             )
 
     def forward(
@@ -150,9 +84,9 @@ class TaggingHead(torch.nn.Module):
         output = {"logits": logits}
         if tags is not None:
             if self.crf is not None:
-                # allennlp-light returns the summed log-likelihood; a per-tweet mean keeps the loss
+                # The CRF returns the summed log-likelihood; a per-tweet mean keeps the loss
                 # scale independent of batch size and gradient accumulation.
-                output["loss"] = -self.crf(logits, tags, mask) / logits.shape[0]
+                output["loss"] = -self.crf.log_likelihood(logits, tags, mask) / logits.shape[0]
             else:
                 output["loss"] = util.sequence_cross_entropy_with_logits(
                     logits, cast(torch.LongTensor, tags), cast(torch.BoolTensor, mask)
@@ -165,7 +99,7 @@ class TaggingHead(torch.nn.Module):
         logits' device and left there; ids past a sentence's length mean nothing. `mask` is left-aligned."""
         if self.crf is None:
             return logits.argmax(dim=-1)
-        return viterbi_paths(logits, mask.sum(dim=1), *self._constrained_scores())
+        return viterbi_paths(logits, mask.sum(dim=1), *self.crf.constrained_scores())
 
     @staticmethod
     def rows(ids: torch.Tensor, mask: torch.Tensor) -> list[list[int]]:
@@ -177,21 +111,6 @@ class TaggingHead(torch.nn.Module):
     def decode(self, logits: torch.Tensor, mask: torch.Tensor) -> list[list[int]]:
         """`best_paths` as one list of tag ids per sentence."""
         return self.rows(self.best_paths(logits, mask), mask)
-
-    def _constrained_scores(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        assert self.crf is not None
-        k = self.num_tags
-        allowed = self.crf._constraint_mask.bool()
-        transitions = self.crf.transitions.masked_fill(~allowed[:k, :k], _FORBIDDEN)
-        start: torch.Tensor
-        end: torch.Tensor
-        if self.crf.include_start_end_transitions:
-            start, end = self.crf.start_transitions, self.crf.end_transitions
-        else:
-            start = end = self.crf.transitions.new_zeros(k)
-        start = start.masked_fill(~allowed[k, :k], _FORBIDDEN)
-        end = end.masked_fill(~allowed[:k, k + 1], _FORBIDDEN)
-        return transitions, start, end
 
     @torch.no_grad()
     def entities(
@@ -225,12 +144,9 @@ class TaggingHead(torch.nn.Module):
             log_probs = torch.log_softmax(row_logits, dim=-1).gather(2, row_labels.unsqueeze(2)).squeeze(2)
             confidences = (log_probs * in_span).sum(dim=1).exp()
         else:
-            transitions, start, end = (s.float() for s in self._constrained_scores())
+            scores = (s.float() for s in self.crf.constrained_scores())
             row_mask = mask.index_select(0, row_batch)
-            total = log_partition(row_logits, row_mask, transitions, start, end)
-            keep = torch.nn.functional.one_hot(row_labels, self.num_tags).bool() | ~in_span.unsqueeze(2)
-            forced = log_partition(row_logits.masked_fill(~keep, _FORBIDDEN), row_mask, transitions, start, end)
-            confidences = (forced - total).exp()
+            confidences = span_log_probabilities(row_logits, row_mask, row_labels, in_span, *scores).exp()
         values = confidences.clamp(0.0, 1.0).tolist()
         result: list[list[Entity]] = [[] for _ in predicted]
         index = 0

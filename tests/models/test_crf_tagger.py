@@ -96,3 +96,28 @@ def test_inconsistent_dimensions_are_configuration_errors(tiny_bert):
         _model(tiny_bert, feedforward={"input_dim": 7, "num_layers": 1, "hidden_dims": 4, "activations": "relu"})
     with pytest.raises(ConfigurationError, match="label_encoding"):
         _model(tiny_bert, label_encoding="BIOUL")
+
+
+@pytest.mark.parametrize("crf_type", ["allennlp_light", "pytorch_crf"])
+def test_each_crf_backend_trains_archives_and_predicts(tiny_bert, tmp_path, crf_type):
+    from fmit_plugin.modules.conditional_random_field import AllennlpLightCrf, PytorchCrf
+
+    model = train_model(Params(tiny_config(tiny_bert, crf={"type": crf_type})), tmp_path / "run")
+    backend = {"allennlp_light": AllennlpLightCrf, "pytorch_crf": PytorchCrf}[crf_type]
+    archive = load_archive(tmp_path / "run" / "model.tar.gz")
+    assert type(model.tagging_head.crf) is backend and type(archive.model.tagging_head.crf) is backend
+    assert "tagging_head.crf.transitions" in archive.model.state_dict()
+    inputs = [{"tokens": i.words} for i in TwitterMnerReader().read(str(TWITTER_FIXTURES / "test.txt"))]
+    model.eval()
+    original = SentenceTaggerPredictor(model, archive.dataset_reader).predict_batch_json(inputs)
+    assert SentenceTaggerPredictor(archive.model, archive.dataset_reader).predict_batch_json(inputs) == original
+    assert all(0.0 <= e["confidence"] <= 1.0 for output in original for e in output["entities"])
+
+
+def test_crf_backend_config_errors(tiny_bert):
+    with pytest.raises(ConfigurationError, match="include_start_end_transitions"):
+        _model(tiny_bert, crf={"type": "pytorch_crf"}, include_start_end_transitions=False)
+    with pytest.raises(ConfigurationError, match="use_crf"):
+        _model(tiny_bert, crf={"type": "pytorch_crf"}, use_crf=False)
+    with pytest.raises(ConfigurationError, match="pytorch_crf"):
+        _model(tiny_bert, crf={"type": "torch_crf"})

@@ -289,3 +289,20 @@ def test_the_lattice_length_bound_of_accelerators_gives_the_same_outputs(tiny_be
     bounded = model(**batch)
     assert torch.allclose(bounded["loss"], exact["loss"], atol=1e-5)
     assert torch.equal(bounded["tags"], exact["tags"])
+
+
+@pytest.mark.parametrize("crf_type", ["allennlp_light", "pytorch_crf"])
+def test_each_crf_backend_trains_archives_and_predicts(tiny_bert, tmp_path, crf_type):
+    from fmit_plugin.modules.conditional_random_field import AllennlpLightCrf, PytorchCrf
+
+    backend = {"allennlp_light": AllennlpLightCrf, "pytorch_crf": PytorchCrf}[crf_type]
+    model = train_model(Params(_fmit_config(tiny_bert, crf={"type": crf_type})), tmp_path / "run")
+    assert type(model.tagging_head.crf) is backend and type(model.boundary_head.crf) is backend
+    archive = load_archive(tmp_path / "run" / "model.tar.gz")
+    assert type(archive.model.tagging_head.crf) is backend
+    inputs = [{"tokens": i.words} for i in TwitterMnerReader().read(str(TWITTER_FIXTURES / "test.txt"))]
+    model.eval()
+    original = SentenceTaggerPredictor(model, archive.dataset_reader).predict_batch_json(inputs)
+    assert SentenceTaggerPredictor(archive.model, archive.dataset_reader).predict_batch_json(inputs) == original
+    for a, b in zip(model.state_dict().values(), archive.model.state_dict().values()):
+        assert torch.equal(a, b)

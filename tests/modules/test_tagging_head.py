@@ -6,7 +6,8 @@ import torch
 
 from fmit_plugin.data.span_utils import bio_tags_to_spans
 from fmit_plugin.metrics.span_f1 import SpanF1Measure
-from fmit_plugin.modules.tagging_head import TaggingHead, log_partition
+from fmit_plugin.modules.conditional_random_field import log_partition
+from fmit_plugin.modules.tagging_head import TaggingHead
 from tests.host_reads import HostReads
 
 LABELS = {0: "O", 1: "B-PER", 2: "I-PER", 3: "B-LOC", 4: "I-LOC"}
@@ -25,7 +26,7 @@ def _head(use_crf=True, seed=0):
 
 def _sequence_scores(head, logits, length):
     """Every tag sequence of `length` with its constrained CRF score (brute force)."""
-    transitions, start, end = head._constrained_scores()
+    transitions, start, end = head.crf.constrained_scores()
     scores = {}
     for path in itertools.product(range(len(LABELS)), repeat=length):
         score = start[path[0]] + logits[0, path[0]] + end[path[-1]]
@@ -50,7 +51,7 @@ def test_log_partition_equals_brute_force_sum():
     head = _head()
     logits = torch.randn(1, 4, len(LABELS))
     scores = _sequence_scores(head, logits[0], 4)
-    transitions, start, end = head._constrained_scores()
+    transitions, start, end = head.crf.constrained_scores()
     expected = math.log(sum(math.exp(s) for s in scores.values()))
     actual = log_partition(logits, torch.ones(1, 4, dtype=torch.bool), transitions, start, end)
     assert actual.item() == pytest.approx(expected, rel=1e-5)
@@ -167,3 +168,13 @@ def test_tagging_with_gold_tags_reads_nothing_back_until_the_metric_is_read(use_
     assert metrics == expected.get_metric()
     readable = head.make_output_human_readable(output)
     assert [len(tags) for tags in readable["tags"]] == lengths
+
+
+def test_a_crf_backend_without_use_crf_is_a_configuration_error():
+    from tango.common import Lazy
+    from tango.common.exceptions import ConfigurationError
+
+    from fmit_plugin.modules.conditional_random_field import PytorchCrf
+
+    with pytest.raises(ConfigurationError, match="crf is given but use_crf is false"):
+        TaggingHead(6, LABELS, use_crf=False, crf=Lazy(PytorchCrf))
