@@ -6,6 +6,7 @@ from typing import Any, Optional
 
 import torch
 from tango.common import Registrable
+from tango.common.exceptions import ConfigurationError
 
 from fmit_plugin.data.instance import TaggingInstance
 from fmit_plugin.data.vocabulary import Vocabulary
@@ -38,7 +39,7 @@ class BasicBatchSampler(BatchSampler):
 
     def __init__(self, batch_size: int = 16, shuffle: bool = True, drop_last: bool = False) -> None:
         if batch_size < 1:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
+            raise ConfigurationError(f"batch_size must be positive, got {batch_size}")
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.drop_last = drop_last

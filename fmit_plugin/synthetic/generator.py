@@ -40,6 +40,7 @@ from typing import Any, Optional, Union
 
 import numpy as np
 from PIL import Image, ImageDraw
+from tango.common.exceptions import ConfigurationError
 
 ENTITY_TYPES = ("PER", "LOC", "ORG", "MISC")
 DEFAULT_NUM_TWEETS: Mapping[str, int] = {"train": 300, "valid": 60, "test": 60}
@@ -493,16 +494,18 @@ def _check_arguments(
 ) -> None:
     for split, count in num_tweets.items():
         if not split or not all(char.isalnum() or char in "_-" for char in split):
-            raise ValueError(f"split names must be letters, digits, '_' or '-', got {split!r}")
+            raise ConfigurationError(f"split names must be letters, digits, '_' or '-', got {split!r}")
         if not isinstance(count, int) or isinstance(count, bool) or count < 0:
-            raise ValueError(f"num_tweets[{split!r}] must be a non-negative integer, got {count!r}")
+            raise ConfigurationError(f"num_tweets[{split!r}] must be a non-negative integer, got {count!r}")
     if len(image_size) != 2 or min(image_size) < MIN_IMAGE_SIDE:
-        raise ValueError(f"image_size must be (width, height), each at least {MIN_IMAGE_SIDE}, got {image_size!r}")
+        raise ConfigurationError(
+            f"image_size must be (width, height), each at least {MIN_IMAGE_SIDE}, got {image_size!r}"
+        )
     for name, rate in (("missing_image_rate", missing_image_rate), ("blank_image_rate", blank_image_rate)):
         if not 0.0 <= rate <= 1.0:
-            raise ValueError(f"{name} must be in [0, 1], got {rate}")
+            raise ConfigurationError(f"{name} must be in [0, 1], got {rate}")
     if missing_image_rate + blank_image_rate > 1.0:
-        raise ValueError("missing_image_rate + blank_image_rate must be at most 1")
+        raise ConfigurationError("missing_image_rate + blank_image_rate must be at most 1")
 
 
 def _split_tweets(

@@ -10,6 +10,7 @@ from typing import Optional, Protocol
 import torch
 from PIL import Image
 from tango.common import FromParams
+from tango.common.exceptions import ConfigurationError
 
 from fmit_plugin.common.progress import progress
 from fmit_plugin.vision.backbones import ImageBackbone
@@ -93,7 +94,7 @@ class VisualObjectExtractor(FromParams):
         max_pixels: int = 89_478_485,
     ) -> None:
         if max_objects < 1:
-            raise ValueError(f"max_objects must be at least 1 (the whole image), got {max_objects}")
+            raise ConfigurationError(f"max_objects must be at least 1 (the whole image), got {max_objects}")
         self.backbone = backbone
         self.grounder = grounder or WholeImageGrounder()
         self.noun_phrases = noun_phrases

@@ -102,7 +102,7 @@ def test_changed_settings_or_images_miss(dataset, backbone):
 def test_max_objects_keeps_the_whole_image_and_the_best_regions(dataset, backbone):
     objects, _ = _extractor(dataset, backbone, max_objects=2).extract(_instances(dataset))
     assert objects[0].labels[0] == WHOLE_IMAGE and len(objects[0].labels) == 2
-    with pytest.raises(ValueError, match="max_objects"):
+    with pytest.raises(ConfigurationError, match="max_objects"):
         _extractor(dataset, backbone, max_objects=0)
 
 
