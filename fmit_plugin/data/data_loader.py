@@ -35,6 +35,15 @@ class BasicBatchSampler(BatchSampler):
     Consecutive batches in file order, optionally shuffled.
 
     Registered as a `BatchSampler` with name "basic".
+
+    # Parameters
+
+    batch_size : `int`, optional (default = `16`)
+        Instances per batch (the last batch may be smaller).
+    shuffle : `bool`, optional (default = `True`)
+        Shuffle the instances each epoch (seeded by the epoch number).
+    drop_last : `bool`, optional (default = `False`)
+        Leave out a last batch smaller than `batch_size`.
     """
 
     def __init__(self, batch_size: int = 16, shuffle: bool = True, drop_last: bool = False) -> None:
@@ -76,11 +85,13 @@ class BucketBatchSampler(BasicBatchSampler):
     # Parameters
 
     batch_size : `int`, optional (default = `16`)
+        Instances per batch (the last batch may be smaller).
     padding_noise : `float`, optional (default = `0.1`)
         Lengths are multiplied by a random factor in [1 - noise, 1 + noise] before sorting.
     shuffle : `bool`, optional (default = `True`)
         Shuffle the order of batches (and apply the noise). Off for evaluation.
     drop_last : `bool`, optional (default = `False`)
+        Leave out a last batch smaller than `batch_size`.
     """
 
     def __init__(
@@ -158,11 +169,16 @@ class TaggingDataLoader(DataLoader):
 
     # Parameters
 
-    instances : `Sequence[TaggingInstance]`, supplied by the train command.
+    instances : `Sequence[TaggingInstance]`
+        The instances to batch, supplied by the train command (not part of the config).
     batch_size : `int`, optional (default = `16`)
+        Instances per batch of the default "bucket" sampler; ignored when `batch_sampler` is given.
     shuffle : `bool`, optional (default = `True`)
+        Shuffle the default sampler's batches each epoch; ignored when `batch_sampler` is given.
     batch_sampler : `BatchSampler`, optional (default = a "bucket" sampler)
+        Decides which instances form each batch ("basic": file order, "bucket": similar lengths).
     label_namespace : `str`, optional (default = `"labels"`)
+        The vocabulary namespace gold tags are indexed in.
     """
 
     def __init__(

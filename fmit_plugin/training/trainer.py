@@ -64,7 +64,14 @@ class GradientDescentTrainer(Trainer):
 
     # Parameters
 
-    model, serialization_dir, data_loader, validation_data_loader : supplied by the train command.
+    model : `Model`
+        The model to train, built by the train command from the config's `model`.
+    serialization_dir : `Path`
+        The run's folder (`-s`): checkpoints, `metrics_epoch_N.json`, `best.th`, logs.
+    data_loader : `DataLoader`
+        Training batches, built by the train command from the config's `data_loader`.
+    validation_data_loader : `DataLoader`, optional
+        Validation batches; without them `validation_metric` is read from the training metrics.
     optimizer : `Dict`, optional (default = `{"type": "adam", "lr": 1e-3}`)
         Any registered `Optimizer` ("adam", "adamw", "torch::SGD"...) and its options, plus
         AllenNLP's `parameter_groups` (`[[["regex"], {"lr": 5e-5}], ...]`).
@@ -72,6 +79,7 @@ class GradientDescentTrainer(Trainer):
         Stepped after every optimizer step ("linear_with_warmup", "torch::StepLR"...); it is
         given `num_epochs` and `num_steps_per_epoch` (optimizer steps, after accumulation).
     num_epochs : `int`, optional (default = `20`)
+        Epochs to train, numbered 0 to `num_epochs - 1` (fewer if `patience` stops early).
     patience : `int`, optional (default = `None`)
         Stop after this many epochs without improvement of `validation_metric`.
     validation_metric : `str`, optional (default = `"+f1-measure-overall"`)
