@@ -35,10 +35,6 @@ class PhraseGrounder(Registrable):
     returned: the caller always adds it.
     """
 
-    # True only for "grid": the feature extractor then pools the backbone's last feature map into cells
-    # instead of cropping boxes.
-    uses_feature_map_grid: bool = False
-
     def ground(self, image: Image.Image, image_id: str, words: list[str], phrases: list[Phrase]) -> list[Region]:
         raise NotImplementedError
 
@@ -463,8 +459,8 @@ class GridGrounder(PhraseGrounder):
     """
     The paper's "w/o Obj" ablation: instead of grounded objects, `k` x `k` average-segmented blocks of the image
     (7 x 7 in the paper). The regions are returned row by row with `grid_cell=(row, col, k)` and `span=None`; their
-    boxes are the cells of an even split of the image, for display only: `uses_feature_map_grid` tells the feature
-    extractor to average-pool the backbone's last feature map into the cells rather than crop them.
+    boxes are the cells of an even split of the image, for display only: the feature extractor sees `grid_cell` on
+    a region and average-pools the backbone's last feature map into that cell rather than cropping the box.
 
     # Parameters
 
@@ -473,8 +469,6 @@ class GridGrounder(PhraseGrounder):
 
     Registered as a `PhraseGrounder` with name "grid".
     """
-
-    uses_feature_map_grid = True
 
     def __init__(self, k: int = 7) -> None:
         if k < 1:

@@ -387,13 +387,11 @@ def test_precomputed_cache_key_follows_the_file_content(tmp_path):
 def test_whole_image_grounds_nothing():
     grounder = WholeImageGrounder()
     assert grounder.ground(image(), "1", WORDS, PHRASES) == []
-    assert not grounder.uses_feature_map_grid
 
 
 @pytest.mark.parametrize("k", [1, 3, 7])
 def test_grid_cells_cover_the_image_exactly(k):
     grounder = GridGrounder(k=k)
-    assert grounder.uses_feature_map_grid
     width, height = 50, 31  # not divisible by k
     regions = grounder.ground(Image.new("RGB", (width, height)), "1", WORDS, PHRASES)
     assert len(regions) == k * k
