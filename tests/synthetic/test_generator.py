@@ -1,5 +1,6 @@
 import hashlib
 import json
+import random
 from collections import Counter
 from pathlib import Path
 
@@ -444,3 +445,13 @@ def test_command_line_reports_a_bad_value_in_one_line(tmp_path, capsys):
     assert main([str(tmp_path / "cli"), "--missing-image-rate", "1.5"]) == 1
     assert capsys.readouterr().err == "error: missing_image_rate must be in [0, 1], got 1.5\n"
     assert not (tmp_path / "cli").exists()
+
+
+def test_the_only_vocabulary_class_is_the_label_vocabulary():
+    # The generator's word lists were a second `Vocabulary` (issue 14); they are `InventedWords` now.
+    from fmit_plugin.data.vocabulary import Vocabulary
+
+    assert not hasattr(generator, "Vocabulary")
+    words = generator.make_invented_words(random.Random(0))
+    assert isinstance(words, generator.InventedWords) and not isinstance(words, Vocabulary)
+    assert len(words.names) == 80 and len(set(words.names)) == 80
