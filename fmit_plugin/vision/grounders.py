@@ -297,6 +297,14 @@ class ZeroShotDetectorGrounder(PhraseGrounder):
 # ---------------------------------------------------------------------------------------------------------------
 
 
+# Shown with every format error: other tools also name their files groundings.jsonl, in other formats.
+LINE_FORMAT = '{"image_id": ..., "regions": [{"phrase", "span", "box", "score"}]}'
+
+
+class _DuplicateImageError(ValueError):
+    """The line is well formed; only its image id was already used."""
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
@@ -381,9 +389,16 @@ class PrecomputedGrounder(PhraseGrounder):
             try:
                 image_id, regions = self._parse_line(line)
                 if image_id in first_lines:
-                    raise ValueError(f"image_id '{image_id}' already appeared on line {first_lines[image_id]}")
-            except ValueError as error:
+                    raise _DuplicateImageError(
+                        f"image_id '{image_id}' already appeared on line {first_lines[image_id]}"
+                    )
+            except _DuplicateImageError as error:
                 raise ConfigurationError(f"{self.path}, line {line_number}: {error}") from error
+            except ValueError as error:
+                raise ConfigurationError(
+                    f"{self.path}, line {line_number}: {error}; the 'precomputed' grounder expects one JSON object "
+                    f"per line, {LINE_FORMAT} (the form other MNER projects ship; 'score' is optional)"
+                ) from error
             first_lines[image_id] = line_number
             self.regions[image_id] = [region for region in regions if region[3] >= min_score]
         self.dropped_out_of_range = 0

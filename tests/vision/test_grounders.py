@@ -365,6 +365,24 @@ def test_precomputed_rejects_malformed_lines_with_their_number(tmp_path, bad_lin
         PrecomputedGrounder(str(path))
 
 
+def test_another_tools_groundings_jsonl_shows_the_expected_line_format(tmp_path):
+    # Other generators also write a groundings.jsonl, in other formats (issue 14): JSON, but not ours.
+    other = '{"img": "123", "boxes": [[0, 0, 10, 10]], "labels": ["person"]}'
+    path = write_sidecar(tmp_path / "groundings.jsonl", [other])
+    with pytest.raises(ConfigurationError) as error:
+        PrecomputedGrounder(str(path))
+    message = str(error.value)
+    assert f"{path}, line 1: no 'image_id'" in message
+    assert '{"image_id": ..., "regions": [{"phrase", "span", "box", "score"}]}' in message
+
+
+def test_a_repeated_image_id_is_not_a_format_error(tmp_path):
+    path = write_sidecar(tmp_path / "g.jsonl", [*SIDECAR, '{"image_id": "123", "regions": []}'])
+    with pytest.raises(ConfigurationError, match="already appeared on line 1") as error:
+        PrecomputedGrounder(str(path))
+    assert "expects one JSON object" not in str(error.value)
+
+
 def test_precomputed_missing_file(tmp_path):
     with pytest.raises(ConfigurationError, match="cannot be read"):
         PrecomputedGrounder(str(tmp_path / "absent.jsonl"))
