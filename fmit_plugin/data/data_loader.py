@@ -6,6 +6,7 @@ from typing import Any, Optional
 
 import torch
 from tango.common import Registrable
+from tango.common.exceptions import ConfigurationError
 
 from fmit_plugin.data.instance import TaggingInstance
 from fmit_plugin.data.vocabulary import Vocabulary
@@ -34,11 +35,20 @@ class BasicBatchSampler(BatchSampler):
     Consecutive batches in file order, optionally shuffled.
 
     Registered as a `BatchSampler` with name "basic".
+
+    # Parameters
+
+    batch_size : `int`, optional (default = `16`)
+        Instances per batch (the last batch may be smaller).
+    shuffle : `bool`, optional (default = `True`)
+        Shuffle the instances each epoch (seeded by the epoch number).
+    drop_last : `bool`, optional (default = `False`)
+        Leave out a last batch smaller than `batch_size`.
     """
 
     def __init__(self, batch_size: int = 16, shuffle: bool = True, drop_last: bool = False) -> None:
         if batch_size < 1:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
+            raise ConfigurationError(f"batch_size must be positive, got {batch_size}")
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.drop_last = drop_last
@@ -75,11 +85,13 @@ class BucketBatchSampler(BasicBatchSampler):
     # Parameters
 
     batch_size : `int`, optional (default = `16`)
+        Instances per batch (the last batch may be smaller).
     padding_noise : `float`, optional (default = `0.1`)
         Lengths are multiplied by a random factor in [1 - noise, 1 + noise] before sorting.
     shuffle : `bool`, optional (default = `True`)
         Shuffle the order of batches (and apply the noise). Off for evaluation.
     drop_last : `bool`, optional (default = `False`)
+        Leave out a last batch smaller than `batch_size`.
     """
 
     def __init__(
@@ -157,11 +169,16 @@ class TaggingDataLoader(DataLoader):
 
     # Parameters
 
-    instances : `Sequence[TaggingInstance]`, supplied by the train command.
+    instances : `Sequence[TaggingInstance]`
+        The instances to batch, supplied by the train command (not part of the config).
     batch_size : `int`, optional (default = `16`)
+        Instances per batch of the default "bucket" sampler; ignored when `batch_sampler` is given.
     shuffle : `bool`, optional (default = `True`)
+        Shuffle the default sampler's batches each epoch; ignored when `batch_sampler` is given.
     batch_sampler : `BatchSampler`, optional (default = a "bucket" sampler)
+        Decides which instances form each batch ("basic": file order, "bucket": similar lengths).
     label_namespace : `str`, optional (default = `"labels"`)
+        The vocabulary namespace gold tags are indexed in.
     """
 
     def __init__(

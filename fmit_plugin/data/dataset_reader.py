@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Optional
 
 from tango.common import Registrable
+from tango.common.exceptions import ConfigurationError
 
 from fmit_plugin.data.instance import TaggingInstance
 
@@ -24,7 +25,7 @@ class DatasetReader(Registrable):
 
     def __init__(self, max_instances: Optional[int] = None) -> None:
         if max_instances is not None and max_instances < 1:
-            raise ValueError(f"max_instances must be positive, got {max_instances}")
+            raise ConfigurationError(f"max_instances must be positive, got {max_instances}")
         self.max_instances = max_instances
 
     def read(self, file_path: str) -> list[TaggingInstance]:

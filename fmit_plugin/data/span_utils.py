@@ -10,7 +10,7 @@ from typing import List, NamedTuple, Optional, Tuple
 import torch
 
 Span = Tuple[str, int, int]
-# Per label id its prefix and type index `# (labels,)` each, and the sorted types.
+# Per label id its prefix and type index `(labels,)` each, and the sorted types.
 LabelTensors = Tuple[torch.Tensor, torch.Tensor, Tuple[str, ...]]
 
 
@@ -55,7 +55,7 @@ def bio_tags_to_spans(tags: Sequence[str], strict: bool = False) -> List[Span]:
 
 
 def label_tensors(labels: Mapping[int, str], device: Optional[torch.device] = None) -> LabelTensors:
-    """Per label id `# (labels,)`: its prefix (0 `O`, 1 `B`, 2 `I`) and its type's index in the
+    """Per label id `(labels,)`: its prefix (0 `O`, 1 `B`, 2 `I`) and its type's index in the
     sorted types (0 for `O`); and the sorted types."""
     split = {index: _split_tag(label) for index, label in labels.items()}
     types = tuple(sorted({tag_type for _, tag_type in split.values() if tag_type is not None}))
@@ -69,7 +69,7 @@ def label_tensors(labels: Mapping[int, str], device: Optional[torch.device] = No
 
 class BioPositions(NamedTuple):
     """Where the entities of a batch of BIO label ids lie, read as `bio_tags_to_spans` reads them
-    (default mode); each `# (batch, time)`."""
+    (default mode); each `(batch, time)`."""
 
     inside: torch.Tensor  # the word belongs to an entity
     starts: torch.Tensor  # the word opens an entity
@@ -81,7 +81,7 @@ class BioPositions(NamedTuple):
 def bio_positions(ids: torch.Tensor, mask: torch.Tensor, prefixes: torch.Tensor, kinds: torch.Tensor) -> BioPositions:
     """
     `bio_tags_to_spans` for a batch of label ids, elementwise on their device: `ids` and `mask`
-    `# (batch, time)` (left-aligned), `prefixes` / `kinds` from `label_tensors`. `B-X` opens an
+    `(batch, time)` (left-aligned), `prefixes` / `kinds` from `label_tensors`. `B-X` opens an
     entity; `I-X` continues one of type X open on the previous word, else opens one. The strict
     mode's entities are exactly those opened by `B-`: both modes end an entity on `O`, `B-` or a type
     change.

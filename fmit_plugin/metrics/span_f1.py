@@ -26,8 +26,8 @@ def span_count_table(
 ) -> torch.Tensor:
     """
     Span counts of a batch of label ids on their device, with no read back to the host:
-    `predicted`, `gold`, `mask` `# (batch, time)` (left-aligned), `prefixes` / `kinds` `# (labels,)`
-    from `label_tensors`; returns `# (2, 3, types)`: [default, strict] x [true positives, predicted
+    `predicted`, `gold`, `mask` `(batch, time)` (left-aligned), `prefixes` / `kinds` `(labels,)`
+    from `label_tensors`; returns `(2, 3, types)`: [default, strict] x [true positives, predicted
     spans, gold spans] per type, the same spans as `bio_tags_to_spans` finds. A predicted span is a
     true positive when a gold span has the same start, end and type.
     """
@@ -100,7 +100,7 @@ class SpanF1Measure:
     def __init__(self) -> None:
         self._counts: Dict[str, SpanCounts] = defaultdict(SpanCounts)
         self._strict_counts: Dict[str, SpanCounts] = defaultdict(SpanCounts)
-        # Counts from `add_ids` not yet read: `# (2, 3, types)` on the tensors' device, and its types.
+        # Counts from `add_ids` not yet read: `(2, 3, types)` on the tensors' device, and its types.
         self._pending: Optional[torch.Tensor] = None
         self._pending_types: Tuple[str, ...] = ()
         # Per label set and device: the prefix and type tables (built once, not copied every batch).
@@ -110,7 +110,7 @@ class SpanF1Measure:
         self, predicted: torch.Tensor, gold: torch.Tensor, mask: torch.Tensor, labels: Mapping[int, str]
     ) -> None:
         """
-        Counts a batch given as label ids: `predicted`, `gold`, `mask` `# (batch, time)`, `labels` the
+        Counts a batch given as label ids: `predicted`, `gold`, `mask` `(batch, time)`, `labels` the
         id -> BIO label mapping. The same counts as calling the metric with the labels' strings.
         """
         if predicted.shape != gold.shape or predicted.shape != mask.shape:

@@ -34,13 +34,17 @@ class CrfTagger(Model):
     encoder : `Seq2SeqEncoder`, optional (default = `None`, i.e. "pass_through")
         Any allennlp-light encoder ("lstm", "pytorch_transformer", ...) between embedder and tagger.
     label_namespace : `str`, optional (default = `"labels"`)
+        The vocabulary namespace of the BIO labels (the one the data loader indexes gold tags in).
     feedforward : `FeedForward`, optional (default = `None`)
         Applied after the encoder.
     label_encoding : `str`, optional (default = `"BIO"`)
+        The labels' tag scheme; only "BIO" is accepted (the data, span F1 and entities are BIO).
     include_start_end_transitions : `bool`, optional (default = `True`)
+        Learn CRF scores for starting and for ending a sentence with each tag, as AllenNLP does.
     constrain_crf_decoding : `bool`, optional (default = `True`)
         Decode only tag sequences valid under `label_encoding`.
     use_crf : `bool`, optional (default = `True`)
+        `False` tags each word by its own softmax (per-word argmax) instead of a CRF.
     dropout : `float`, optional (default = `None`)
         Dropout on the embeddings and on the encoder output.
     verbose_metrics : `bool`, optional (default = `True`)
@@ -106,7 +110,7 @@ class CrfTagger(Model):
         **kwargs: Any,
     ) -> dict[str, Any]:
         """
-        words : the tweets' words; tags : `# (batch, words)` gold label ids, optional.
+        words : the tweets' words; tags : `(batch, words)` gold label ids, optional.
         Extra batch keys (visual objects, when a reader provides them) are ignored.
 
         Returns `logits`, `mask`, `tags` (predicted ids) and, with gold tags, `loss`.

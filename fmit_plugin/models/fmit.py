@@ -51,7 +51,9 @@ class Fmit(Model):
     # Parameters
 
     vocab : `Vocabulary`
+        Supplies the label set (`label_namespace`).
     text_field_embedder : `TokenEmbedder`
+        Words -> vectors, e.g. "pretrained_transformer_mismatched"; projected to the lattice dimension d.
     encoder : `Seq2SeqEncoder`, optional (default = `flat_lattice_transformer`, d = 512, l = 3)
         Its input dim is the lattice dimension d.
     visual_dim : `int`, optional (default = `2048`)
@@ -59,13 +61,19 @@ class Fmit(Model):
     boundary_weight : `float`, optional (default = `0.25`)
         lambda of the EBD loss; `0` removes the branch entirely (the "w/o EBD" row).
     boundary_encoder : `Seq2SeqEncoder`, optional (default = a copy of `encoder`'s structure)
+        Encoder of the EBD branch, which tags untyped entity boundaries; unused when `boundary_weight` is 0.
     label_namespace : `str`, optional (default = `"labels"`)
+        The vocabulary namespace of the BIO labels (the one the data loader indexes gold tags in).
     label_encoding : `str`, optional (default = `"BIO"`)
+        The labels' tag scheme; only "BIO" is accepted (the data, span F1 and entities are BIO).
     include_start_end_transitions : `bool`, optional (default = `True`)
+        Learn CRF scores for starting and for ending a sentence with each tag, as AllenNLP does.
     constrain_crf_decoding : `bool`, optional (default = `True`)
+        Decode only tag sequences valid under `label_encoding` (no `I-X` after `O`).
     dropout : `float`, optional (default = `0.2`)
         Dropout on the word embeddings, the projected lattice and the encoder output.
     verbose_metrics : `bool`, optional (default = `True`)
+        Report per-type precision / recall / F1 beside the overall figures.
     crf : `ConditionalRandomField`, optional (default = `None`, i.e. `{"type": "allennlp_light"}`)
         The CRF backend of both the tagger and the boundary branch, e.g. `{"type": "pytorch_crf"}`; its
         other settings come from the keys above.
@@ -179,9 +187,9 @@ class Fmit(Model):
         **kwargs: Any,
     ) -> dict[str, Any]:
         """
-        words : the tweets' words; tags : `# (batch, words)` gold ids, optional;
-        object_features `# (batch, objects, visual_dim)`, object_spans `# (batch, objects, 2)`
-        (inclusive 0-based first / last word), object_mask `# (batch, objects)`: optional.
+        words : the tweets' words; tags : `(batch, words)` gold ids, optional;
+        object_features `(batch, objects, visual_dim)`, object_spans `(batch, objects, 2)`
+        (inclusive 0-based first / last word), object_mask `(batch, objects)`: optional.
         """
         embedded, word_mask = self.text_field_embedder(words)  # (batch, words, text_dim)
         device = embedded.device
@@ -213,7 +221,7 @@ class Fmit(Model):
 
     def _boundary_tags(self, tags: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """
-        Gold BIO ids `# (batch, words)` -> untyped BIOUL boundary ids, entities read as conlleval
+        Gold BIO ids `(batch, words)` -> untyped BIOUL boundary ids, entities read as conlleval
         (and `bio_tags_to_spans`) reads them: B-X opens one; I-X continues an entity of type X that
         is open on the previous word, else opens one. Elementwise on the tags' device, so training
         reads nothing back to the host here.

@@ -34,7 +34,9 @@ class RelativeMultiHeadAttention(torch.nn.Module):
     # Parameters
 
     hidden_dim : `int`
+        Width of the cells, input and output.
     num_heads : `int`
+        Attention heads; must divide `hidden_dim`.
     attention_dropout : `float`, optional (default = `0.0`)
         Dropout on the attention probabilities.
     """
@@ -119,8 +121,11 @@ class FlatLatticeTransformerLayer(torch.nn.Module):
     # Parameters
 
     hidden_dim : `int`
+        Width of the cells, input and output.
     num_heads : `int`
+        Attention heads; must divide `hidden_dim`.
     feedforward_hidden_dim : `int`
+        Inner dimension of the position-wise feed-forward network.
     dropout : `float`
         On the attention output, inside the feed-forward and on its output.
     attention_dropout : `float`

@@ -7,6 +7,7 @@ from typing import Tuple
 
 import torch
 import torch.nn.functional as F
+from tango.common.exceptions import ConfigurationError
 
 __all__ = ["RelativePositionFusion", "sinusoid_table"]
 
@@ -53,7 +54,7 @@ class RelativePositionFusion(torch.nn.Module):
     def __init__(self, hidden_dim: int, max_distance: int = 512) -> None:
         super().__init__()
         if max_distance < 1:
-            raise ValueError(f"max_distance must be positive, got {max_distance}")
+            raise ConfigurationError(f"max_distance must be positive, got {max_distance}")
         self.hidden_dim = hidden_dim
         self.max_distance = max_distance
         # Fixed, so not saved in state dicts; rebuilt from the two ints above.

@@ -79,7 +79,7 @@ class TaggingHead(torch.nn.Module):
     def forward(
         self, features: torch.Tensor, mask: torch.Tensor, tags: Optional[torch.Tensor] = None
     ) -> dict[str, torch.Tensor]:
-        """features `# (batch, words, dim)`; returns `logits` and, given gold `tags`, the mean `loss`."""
+        """features `(batch, words, dim)`; returns `logits` and, given gold `tags`, the mean `loss`."""
         logits = self.projection(features)  # (batch, words, tags)
         output = {"logits": logits}
         if tags is not None:
@@ -95,7 +95,7 @@ class TaggingHead(torch.nn.Module):
 
     @torch.no_grad()
     def best_paths(self, logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Best tag ids `# (batch, words)` (constrained Viterbi, or per-word argmax), computed on the
+        """Best tag ids `(batch, words)` (constrained Viterbi, or per-word argmax), computed on the
         logits' device and left there; ids past a sentence's length mean nothing. `mask` is left-aligned."""
         if self.crf is None:
             return logits.argmax(dim=-1)
@@ -103,7 +103,7 @@ class TaggingHead(torch.nn.Module):
 
     @staticmethod
     def rows(ids: torch.Tensor, mask: torch.Tensor) -> list[list[int]]:
-        """`# (batch, words)` ids -> each sentence's ids, read back in one transfer."""
+        """`(batch, words)` ids -> each sentence's ids, read back in one transfer."""
         lengths = mask.sum(dim=1)
         rows = torch.cat([lengths.unsqueeze(1), ids.to(lengths.dtype)], dim=1).tolist()
         return [row[1 : 1 + row[0]] for row in rows]
@@ -118,7 +118,7 @@ class TaggingHead(torch.nn.Module):
         predicted_ids: Optional[torch.Tensor] = None,
     ) -> list[list[Entity]]:
         """(type, start, end exclusive, confidence) for every predicted entity, batched over entities;
-        `predicted_ids` `# (batch, words)` is `predicted` on the logits' device, if at hand."""
+        `predicted_ids` `(batch, words)` is `predicted` on the logits' device, if at hand."""
         if self.label_encoding != "BIO":
             raise NotImplementedError("entity spans are read from BIO tags only")
         spans = [bio_tags_to_spans([self.labels[i] for i in path]) for path in predicted]
@@ -163,7 +163,7 @@ class TaggingHead(torch.nn.Module):
         words: list[list[str]],
         tags: Optional[torch.Tensor] = None,
     ) -> dict[str, Any]:
-        """The output dict every tagger shares: logits, mask, the predicted ids `# (batch, words)`
+        """The output dict every tagger shares: logits, mask, the predicted ids `(batch, words)`
         (`tags`, left on the device), words, and with gold `tags` the loss. Models update their own metrics
         from `tags`.
         Nothing is read back to the host here: `make_output_human_readable` does that."""

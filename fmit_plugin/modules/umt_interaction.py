@@ -23,8 +23,11 @@ class CrossAttentionLayer(torch.nn.Module):
     # Parameters
 
     hidden_dim : `int`
+        Width of the queries, keys and output.
     num_heads : `int`
+        Attention heads; must divide `hidden_dim`.
     feedforward_hidden_dim : `int`
+        Inner dimension of the feed-forward network.
     dropout : `float`, optional (default = `0.1`)
         On the attention probabilities, the attention output and the feed-forward output.
     """
@@ -117,6 +120,7 @@ class UmtInteraction(Seq2SeqEncoder):
     num_attention_heads : `int`, optional (default = `12`)
         Must divide `hidden_dim`.
     feedforward_hidden_dim : `int`, optional (default = `3072`)
+        Inner dimension of every layer's feed-forward network (BERT-base's).
     dropout_prob : `float`, optional (default = `0.1`)
         Dropout on attention probabilities and on every layer's outputs, as BERT's config.
     """

@@ -5,6 +5,8 @@ import sys
 import time
 from typing import Optional, Sequence
 
+from tango.common.exceptions import ConfigurationError
+
 from fmit_plugin.synthetic.generator import (
     BLANK_IMAGE_RATE,
     DEFAULT_NUM_TWEETS,
@@ -45,7 +47,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             blank_image_rate=args.blank_image_rate,
             overwrite=args.overwrite,
         )
-    except (DatasetExistsError, ValueError) as error:
+    # A bad argument value is a ConfigurationError, as in every other module (issue 14).
+    except (DatasetExistsError, ConfigurationError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     summary["seconds"] = round(time.perf_counter() - start, 3)

@@ -40,6 +40,7 @@ from typing import Any, Optional, Union
 
 import numpy as np
 from PIL import Image, ImageDraw
+from tango.common.exceptions import ConfigurationError
 
 ENTITY_TYPES = ("PER", "LOC", "ORG", "MISC")
 DEFAULT_NUM_TWEETS: Mapping[str, int] = {"train": 300, "valid": 60, "test": 60}
@@ -240,17 +241,20 @@ def invented_word(rng: random.Random, syllables: Sequence[int] = (2, 3)) -> str:
 
 
 @dataclass(frozen=True)
-class Vocabulary:
-    """The invented words one dataset uses: entity names (1 or 2 words), hashtag words and user names."""
+class InventedWords:
+    """
+    The invented words one dataset uses: entity names (1 or 2 words), hashtag words and user names.
+    Not a label `Vocabulary` (`fmit_plugin.data.vocabulary`), hence the name.
+    """
 
     names: tuple[tuple[str, ...], ...]
     hashtags: tuple[str, ...]
     users: tuple[str, ...]
 
 
-def make_vocabulary(
+def make_invented_words(
     rng: random.Random, single_names: int = 60, double_names: int = 20, hashtags: int = 30, users: int = 30
-) -> Vocabulary:
+) -> InventedWords:
     """Distinct invented words: capitalised names (shared by all types and splits), lower-case hashtags and users."""
     used: set[str] = set()
 
@@ -265,7 +269,7 @@ def make_vocabulary(
     names += [(fresh().capitalize(), fresh().capitalize()) for _ in range(double_names)]
     hashtag_words = tuple(fresh() for _ in range(hashtags))
     user_names = tuple(fresh() + (f"_{rng.randint(1, 99)}" if rng.random() < 0.4 else "") for _ in range(users))
-    return Vocabulary(tuple(names), hashtag_words, user_names)
+    return InventedWords(tuple(names), hashtag_words, user_names)
 
 
 EMOJI = ("😀", "🔥", "😂", "❤️", "👏", "🙌", "😍", "💯")
@@ -285,7 +289,7 @@ def _entity_count(rng: random.Random) -> int:
     return ENTITY_COUNT_WEIGHTS[-1][0]
 
 
-def make_tweet(rng: random.Random, vocabulary: Vocabulary, image_id: str) -> SyntheticTweet:
+def make_tweet(rng: random.Random, invented: InventedWords, image_id: str) -> SyntheticTweet:
     """One tweet: a template filled with names of different types, plus the usual tweet noise (all labelled O)."""
     count = _entity_count(rng)
     cue = count > 0 and rng.random() < CUE_TEMPLATE_RATE
@@ -297,7 +301,7 @@ def make_tweet(rng: random.Random, vocabulary: Vocabulary, image_id: str) -> Syn
     fixed_types = {slot[1:-1] for slot in slots if slot[1:-1] in ENTITY_TYPES}
     free_types = [entity_type for entity_type in ENTITY_TYPES if entity_type not in fixed_types]
     rng.shuffle(free_types)
-    names = rng.sample(vocabulary.names, count)
+    names = rng.sample(invented.names, count)
 
     words: list[str] = []
     tags: list[str] = []
@@ -310,10 +314,10 @@ def make_tweet(rng: random.Random, vocabulary: Vocabulary, image_id: str) -> Syn
 
     # Tweet noise before the body.
     if rng.random() < 0.15:
-        for word in ("RT", "@" + rng.choice(vocabulary.users), ":"):
+        for word in ("RT", "@" + rng.choice(invented.users), ":"):
             add(word)
     elif rng.random() < 0.15:
-        add("@" + rng.choice(vocabulary.users))
+        add("@" + rng.choice(invented.users))
 
     phrase_start: Optional[int] = None
     for slot in slots:
@@ -337,7 +341,7 @@ def make_tweet(rng: random.Random, vocabulary: Vocabulary, image_id: str) -> Syn
     if rng.random() < 0.25:
         add(rng.choice(EMOJI))
     if rng.random() < 0.35:
-        for hashtag in rng.sample(vocabulary.hashtags, rng.randint(1, 2)):
+        for hashtag in rng.sample(invented.hashtags, rng.randint(1, 2)):
             add("#" + hashtag)
             phrases.append((len(words) - 1, len(words) - 1))
     if rng.random() < 0.25:
@@ -493,24 +497,26 @@ def _check_arguments(
 ) -> None:
     for split, count in num_tweets.items():
         if not split or not all(char.isalnum() or char in "_-" for char in split):
-            raise ValueError(f"split names must be letters, digits, '_' or '-', got {split!r}")
+            raise ConfigurationError(f"split names must be letters, digits, '_' or '-', got {split!r}")
         if not isinstance(count, int) or isinstance(count, bool) or count < 0:
-            raise ValueError(f"num_tweets[{split!r}] must be a non-negative integer, got {count!r}")
+            raise ConfigurationError(f"num_tweets[{split!r}] must be a non-negative integer, got {count!r}")
     if len(image_size) != 2 or min(image_size) < MIN_IMAGE_SIDE:
-        raise ValueError(f"image_size must be (width, height), each at least {MIN_IMAGE_SIDE}, got {image_size!r}")
+        raise ConfigurationError(
+            f"image_size must be (width, height), each at least {MIN_IMAGE_SIDE}, got {image_size!r}"
+        )
     for name, rate in (("missing_image_rate", missing_image_rate), ("blank_image_rate", blank_image_rate)):
         if not 0.0 <= rate <= 1.0:
-            raise ValueError(f"{name} must be in [0, 1], got {rate}")
+            raise ConfigurationError(f"{name} must be in [0, 1], got {rate}")
     if missing_image_rate + blank_image_rate > 1.0:
-        raise ValueError("missing_image_rate + blank_image_rate must be at most 1")
+        raise ConfigurationError("missing_image_rate + blank_image_rate must be at most 1")
 
 
 def _split_tweets(
-    split: str, count: int, seed: int, vocabulary: Vocabulary, missing_rate: float, blank_rate: float
+    split: str, count: int, seed: int, invented: InventedWords, missing_rate: float, blank_rate: float
 ) -> tuple[list[SyntheticTweet], random.Random]:
     # Each split has its own stream, so changing one split's size leaves the others as they were.
     rng = random.Random(f"fmit-synthetic/{seed}/{split}")
-    tweets = [make_tweet(rng, vocabulary, f"syn_{split}_{index:05d}") for index in range(count)]
+    tweets = [make_tweet(rng, invented, f"syn_{split}_{index:05d}") for index in range(count)]
     missing = round(missing_rate * count)
     blank = min(round(blank_rate * count), count - missing)
     chosen = rng.sample(range(count), missing + blank)
@@ -601,7 +607,8 @@ def generate_dataset(
     if _is_non_empty_dir(output) and not overwrite:
         raise DatasetExistsError(f"{output} is not empty; pass overwrite=True (--overwrite) to replace it")
 
-    vocabulary = make_vocabulary(random.Random(f"fmit-synthetic/{seed}/vocabulary"))
+    # The seed string keeps its old "vocabulary" suffix: changing it would change every generated dataset.
+    invented = make_invented_words(random.Random(f"fmit-synthetic/{seed}/vocabulary"))
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
     try:
@@ -612,7 +619,7 @@ def generate_dataset(
         files: list[str] = []
         images_written = 0
         for split, count in num_tweets.items():
-            tweets, rng = _split_tweets(split, count, seed, vocabulary, missing_image_rate, blank_image_rate)
+            tweets, rng = _split_tweets(split, count, seed, invented, missing_image_rate, blank_image_rate)
             for tweet in tweets:
                 if tweet.image == "missing":
                     continue
@@ -647,7 +654,7 @@ def generate_dataset(
         "image_size": [width, height],
         "splits": splits,
         **totals,
-        "name_pool": len(vocabulary.names),
+        "name_pool": len(invented.names),
         "files": files,
         "images_written": images_written,
         "image_folder": IMAGE_FOLDER,

@@ -42,8 +42,11 @@ class TensorBoardWriter:
     # Parameters
 
     serialization_dir : `Path`
-    start_epoch : `int`, the first epoch this run trains.
-    start_step : `int`, the number of optimizer steps taken before it.
+        The run's folder; the scalars go to its `log/` subfolder.
+    start_epoch : `int`
+        The first epoch this run trains (0-based; later than 0 after `--recover`).
+    start_step : `int`
+        The number of optimizer steps taken before it, where the step curves resume.
     """
 
     def __init__(self, serialization_dir: Union[str, Path], start_epoch: int = 0, start_step: int = 0) -> None:

@@ -64,7 +64,14 @@ class GradientDescentTrainer(Trainer):
 
     # Parameters
 
-    model, serialization_dir, data_loader, validation_data_loader : supplied by the train command.
+    model : `Model`
+        The model to train, built by the train command from the config's `model`.
+    serialization_dir : `Path`
+        The run's folder (`-s`): checkpoints, `metrics_epoch_N.json`, `best.th`, logs.
+    data_loader : `DataLoader`
+        Training batches, built by the train command from the config's `data_loader`.
+    validation_data_loader : `DataLoader`, optional
+        Validation batches; without them `validation_metric` is read from the training metrics.
     optimizer : `Dict`, optional (default = `{"type": "adam", "lr": 1e-3}`)
         Any registered `Optimizer` ("adam", "adamw", "torch::SGD"...) and its options, plus
         AllenNLP's `parameter_groups` (`[[["regex"], {"lr": 5e-5}], ...]`).
@@ -72,6 +79,7 @@ class GradientDescentTrainer(Trainer):
         Stepped after every optimizer step ("linear_with_warmup", "torch::StepLR"...); it is
         given `num_epochs` and `num_steps_per_epoch` (optimizer steps, after accumulation).
     num_epochs : `int`, optional (default = `20`)
+        Epochs to train, numbered 0 to `num_epochs - 1` (fewer if `patience` stops early).
     patience : `int`, optional (default = `None`)
         Stop after this many epochs without improvement of `validation_metric`.
     validation_metric : `str`, optional (default = `"+f1-measure-overall"`)
@@ -265,7 +273,8 @@ class GradientDescentTrainer(Trainer):
         self.epochs_without_improvement = state["epochs_without_improvement"]
         self._last_metrics = state.get("metrics", {})
         self._set_rng_state(state["rng"])
-        logger.info("Recovered from %s: resuming at epoch %d", path, self.start_epoch + 1)
+        # 0-based, as metrics_epoch_N.json and best_epoch (AllenNLP's convention).
+        logger.info("Recovered from %s: resuming at epoch %d", path, self.start_epoch)
         return True
 
     def _settle_best_weights(self, best_epoch: Optional[int]) -> None:
@@ -297,7 +306,7 @@ class GradientDescentTrainer(Trainer):
         first_bad_batch = torch.zeros((), device=self.device)
         batches = 0
         steps = len(self.data_loader)
-        bar = progress(self.data_loader, f"epoch {epoch + 1}/{self.num_epochs} train", steps)
+        bar = progress(self.data_loader, f"epoch {epoch}/{self.num_epochs - 1} train", steps)
         self.optimizer.zero_grad(set_to_none=True)
         for batches, batch in enumerate(bar, start=1):
             stepping = batches % self.accumulation == 0 or batches == steps
@@ -320,7 +329,7 @@ class GradientDescentTrainer(Trainer):
             loss_sum, bad_batch = torch.stack([total_loss, first_bad_batch.to(total_loss.dtype)]).tolist()
             if bad_batch:
                 raise RuntimeError(
-                    f"Loss became non-finite at epoch {epoch + 1}, batch {int(bad_batch)} (noticed at batch "
+                    f"Loss became non-finite at epoch {epoch}, batch {int(bad_batch)} (noticed at batch "
                     f"{batches}; the checkpoints of the finished epochs are untouched)"
                 )
             # Running figures for the bar and TensorBoard: the primary worker's own shard, no sync.
@@ -393,7 +402,7 @@ class GradientDescentTrainer(Trainer):
                 self.validation_data_loader.set_epoch(0)
                 validation_metrics = evaluate(
                     self.model, self.validation_data_loader, self.device,
-                    f"epoch {epoch + 1}/{self.num_epochs} validation", len(self.validation_data_loader),
+                    f"epoch {epoch}/{self.num_epochs - 1} validation", len(self.validation_data_loader),
                     amp_dtype=self._autocast_dtype,
                 )
             watched = validation_metrics or train_metrics
@@ -428,7 +437,7 @@ class GradientDescentTrainer(Trainer):
             if improved and distributed.is_primary():
                 os.replace(self.serialization_dir / _pending_best(epoch), self.serialization_dir / BEST_WEIGHTS)
             distributed.barrier()
-            logger.info("Epoch %d/%d: training %s; validation %s", epoch + 1, self.num_epochs,
+            logger.info("Epoch %d/%d: training %s; validation %s", epoch, self.num_epochs - 1,
                         description_of(train_metrics), description_of(validation_metrics) or "none")
         metrics["training_duration_seconds"] = earlier + time.time() - started
         return metrics

@@ -36,7 +36,7 @@ class ImageBackbone(torch.nn.Module, Registrable):
     `torch.inference_mode()` in one batch on the module's device, and return ordinary tensors
     (cloned out of inference mode) so that trainable layers can consume them.
 
-    `forward(images)` returns `# (images, dim)`: the global average pool of the last feature map
+    `forward(images)` returns `(images, dim)`: the global average pool of the last feature map
     (the paper uses ResNet-152's 2048-d pooled features).
     """
 
@@ -54,7 +54,7 @@ class ImageBackbone(torch.nn.Module, Registrable):
         raise NotImplementedError
 
     def _feature_map(self, images: list[Image.Image]) -> torch.Tensor:
-        """Preprocess and encode, already under inference mode: `# (images, channels, height, width)`."""
+        """Preprocess and encode, already under inference mode: `(images, channels, height, width)`."""
         raise NotImplementedError
 
     def feature_map(self, images: list[Image.Image]) -> torch.Tensor:
@@ -76,7 +76,7 @@ class ImageBackbone(torch.nn.Module, Registrable):
     def grid_features(self, images: list[Image.Image], k: int) -> torch.Tensor:
         """
         Adaptive average pooling of the feature map to k x k cells, row-major:
-        `# (images, k * k, dim)`; cell `row * k + column`. The "w/o Obj" ablation uses k = 7.
+        `(images, k * k, dim)`; cell `row * k + column`. The "w/o Obj" ablation uses k = 7.
         """
         if k < 1:
             raise ConfigurationError(f"grid size k must be at least 1, got {k}")
@@ -146,7 +146,7 @@ class TransformersImageBackbone(ImageBackbone):
     `(images, channels, height, width)`; ViT-like models give `(images, tokens, dim)`, whose
     patch tokens (the CLS and other leading tokens dropped) are laid back on their grid.
 
-    Registered as a `ImageBackbone` with name "transformers".
+    Registered as an `ImageBackbone` with name "transformers".
 
     # Parameters
 
@@ -257,7 +257,7 @@ class TorchvisionImageBackbone(ImageBackbone):
     torchvision is imported here only, never on the default path: the build on the package
     index breaks transformers beside the CPU torch.
 
-    Registered as a `ImageBackbone` with name "torchvision".
+    Registered as an `ImageBackbone` with name "torchvision".
 
     # Parameters
 
@@ -336,7 +336,7 @@ class EfficientNetLiteImageBackbone(ImageBackbone):
     dropped. Preprocessing (PIL + torch only): bilinear resize to `image_size` squared, then
     `(pixel - 127) / 128`, the normalisation EfficientNet-Lite was trained with.
 
-    Registered as a `ImageBackbone` with name "efficientnet_lite".
+    Registered as an `ImageBackbone` with name "efficientnet_lite".
 
     # Parameters
 
@@ -410,7 +410,7 @@ class EfficientNetLiteImageBackbone(ImageBackbone):
         )
 
     def preprocess(self, images: list[Image.Image]) -> torch.Tensor:
-        """RGB PIL images -> `# (images, 3, image_size, image_size)` normalised pixels, on CPU."""
+        """RGB PIL images -> `(images, 3, image_size, image_size)` normalised pixels, on CPU."""
         size = (self.image_size, self.image_size)
         arrays = [numpy.asarray(image.resize(size, Image.Resampling.BILINEAR)) for image in _rgb(images)]
         # (images, height, width, 3) uint8 -> (images, 3, height, width) float

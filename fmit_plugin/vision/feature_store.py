@@ -21,7 +21,7 @@ from fmit_plugin.vision.regions import Region
 
 @dataclass
 class StoredObjects:
-    """The visual objects of one tweet: regions (with their spans) and features `# (objects, dim)`."""
+    """The visual objects of one tweet: regions (with their spans) and features `(objects, dim)`."""
 
     regions: list[Region]
     features: torch.Tensor

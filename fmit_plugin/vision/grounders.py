@@ -35,10 +35,6 @@ class PhraseGrounder(Registrable):
     returned: the caller always adds it.
     """
 
-    # True only for "grid": the feature extractor then pools the backbone's last feature map into cells
-    # instead of cropping boxes.
-    uses_feature_map_grid: bool = False
-
     def ground(self, image: Image.Image, image_id: str, words: list[str], phrases: list[Phrase]) -> list[Region]:
         raise NotImplementedError
 
@@ -301,6 +297,14 @@ class ZeroShotDetectorGrounder(PhraseGrounder):
 # ---------------------------------------------------------------------------------------------------------------
 
 
+# Shown with every format error: other tools also name their files groundings.jsonl, in other formats.
+LINE_FORMAT = '{"image_id": ..., "regions": [{"phrase", "span", "box", "score"}]}'
+
+
+class _DuplicateImageError(ValueError):
+    """The line is well formed; only its image id was already used."""
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
@@ -385,9 +389,16 @@ class PrecomputedGrounder(PhraseGrounder):
             try:
                 image_id, regions = self._parse_line(line)
                 if image_id in first_lines:
-                    raise ValueError(f"image_id '{image_id}' already appeared on line {first_lines[image_id]}")
-            except ValueError as error:
+                    raise _DuplicateImageError(
+                        f"image_id '{image_id}' already appeared on line {first_lines[image_id]}"
+                    )
+            except _DuplicateImageError as error:
                 raise ConfigurationError(f"{self.path}, line {line_number}: {error}") from error
+            except ValueError as error:
+                raise ConfigurationError(
+                    f"{self.path}, line {line_number}: {error}; the 'precomputed' grounder expects one JSON object "
+                    f"per line, {LINE_FORMAT} (the form other MNER projects ship; 'score' is optional)"
+                ) from error
             first_lines[image_id] = line_number
             self.regions[image_id] = [region for region in regions if region[3] >= min_score]
         self.dropped_out_of_range = 0
@@ -463,8 +474,8 @@ class GridGrounder(PhraseGrounder):
     """
     The paper's "w/o Obj" ablation: instead of grounded objects, `k` x `k` average-segmented blocks of the image
     (7 x 7 in the paper). The regions are returned row by row with `grid_cell=(row, col, k)` and `span=None`; their
-    boxes are the cells of an even split of the image, for display only: `uses_feature_map_grid` tells the feature
-    extractor to average-pool the backbone's last feature map into the cells rather than crop them.
+    boxes are the cells of an even split of the image, for display only: the feature extractor sees `grid_cell` on
+    a region and average-pools the backbone's last feature map into that cell rather than cropping the box.
 
     # Parameters
 
@@ -473,8 +484,6 @@ class GridGrounder(PhraseGrounder):
 
     Registered as a `PhraseGrounder` with name "grid".
     """
-
-    uses_feature_map_grid = True
 
     def __init__(self, k: int = 7) -> None:
         if k < 1:

@@ -10,6 +10,7 @@ from typing import Optional, Protocol
 import torch
 from PIL import Image
 from tango.common import FromParams
+from tango.common.exceptions import ConfigurationError
 
 from fmit_plugin.common.progress import progress
 from fmit_plugin.vision.backbones import ImageBackbone
@@ -71,6 +72,7 @@ class VisualObjectExtractor(FromParams):
     backbone : `ImageBackbone`
         E.g. {"type": "efficientnet_lite"} (offline) or {"type": "transformers"} (ResNet-152).
     grounder : `PhraseGrounder`, optional (default = "whole_image": the whole image only)
+        Decides which regions besides the whole image become objects ("precomputed", "grid", ...).
     noun_phrases : `NounPhraseExtractor`, optional (default = `None`)
         Needed by grounders that look phrases up in the image ("zero_shot_detector").
     store_path : `str`, optional (default = `None`: no cache)
@@ -80,6 +82,7 @@ class VisualObjectExtractor(FromParams):
     batch_size : `int`, optional (default = `32`)
         Image crops per backbone call.
     max_pixels : `int`, optional (default = `89_478_485`, Pillow's own bomb limit)
+        Larger images are refused from their header and become the empty image, counted.
     """
 
     def __init__(
@@ -93,7 +96,7 @@ class VisualObjectExtractor(FromParams):
         max_pixels: int = 89_478_485,
     ) -> None:
         if max_objects < 1:
-            raise ValueError(f"max_objects must be at least 1 (the whole image), got {max_objects}")
+            raise ConfigurationError(f"max_objects must be at least 1 (the whole image), got {max_objects}")
         self.backbone = backbone
         self.grounder = grounder or WholeImageGrounder()
         self.noun_phrases = noun_phrases
@@ -132,7 +135,7 @@ class VisualObjectExtractor(FromParams):
         return [whole, *ranked]
 
     def _features(self, image: Image.Image, regions: list[Region]) -> torch.Tensor:
-        """`# (regions, dim)`: crops through the backbone; grid cells from its pooled feature map."""
+        """`(regions, dim)`: crops through the backbone; grid cells from its pooled feature map."""
         vectors: list[Optional[torch.Tensor]] = [None] * len(regions)
         grid = [i for i, r in enumerate(regions) if r.grid_cell is not None]
         if grid:

@@ -12,8 +12,10 @@ class VisualObjects:
     """
     Visual objects of one tweet, ready for the flat lattice.
 
-    features : `torch.Tensor`  # (objects, visual_dim)
-    spans : `torch.Tensor`  # (objects, 2): inclusive 0-based (first word, last word) each object belongs to
+    features : `torch.Tensor`
+        `(objects, visual_dim)`: one feature vector per object.
+    spans : `torch.Tensor`
+        `(objects, 2)`: the inclusive 0-based (first word, last word) each object belongs to.
     labels : what each object is (the phrase, "whole image", "person"...), for display only.
     boxes : each object's box in image pixels (left, top, right, bottom), `None` for grid cells; for display.
     image_status : `"ok"`, or why the uniform empty image stood in for the tweet's image (a

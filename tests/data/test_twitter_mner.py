@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from tango.common.exceptions import ConfigurationError
 
 from fmit_plugin.data.dataset_reader import DatasetReader
 from fmit_plugin.data.twitter_mner import MalformedDataError, TwitterMnerReader
@@ -234,7 +235,7 @@ def test_max_instances(tmp_path):
     instances = reader.read(str(TRAIN))
     assert [i.image_id for i in instances] == ["101", "102", "103"]
     assert len(TwitterMnerReader(max_instances=100).read(str(TRAIN))) == 12
-    with pytest.raises(ValueError, match="max_instances"):
+    with pytest.raises(ConfigurationError, match="max_instances"):
         TwitterMnerReader(max_instances=0)
 
 

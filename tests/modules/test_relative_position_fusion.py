@@ -1,6 +1,8 @@
 import math
 
+import pytest
 import torch
+from tango.common.exceptions import ConfigurationError
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from fmit_plugin.modules.relative_position_fusion import RelativePositionFusion, sinusoid_table
@@ -136,3 +138,8 @@ def test_single_cell_and_equal_positions():
     assert torch.allclose(relative, fusion.naive_forward(zeros, zeros), atol=1e-6)
     # all distances are 0, so every pair gets the same encoding
     assert torch.allclose(relative, relative[:1, :1, :1].expand_as(relative))
+
+
+def test_rejects_a_non_positive_max_distance():
+    with pytest.raises(ConfigurationError, match="max_distance must be positive, got 0"):
+        RelativePositionFusion(hidden_dim=8, max_distance=0)

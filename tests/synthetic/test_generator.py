@@ -1,10 +1,12 @@
 import hashlib
 import json
+import random
 from collections import Counter
 from pathlib import Path
 
 import pytest
 from PIL import Image
+from tango.common.exceptions import ConfigurationError
 
 from fmit_plugin.data.twitter_mner import TwitterMnerReader
 from fmit_plugin.synthetic import generator
@@ -370,7 +372,7 @@ def test_rates_are_configurable(tmp_path):
     ],
 )
 def test_rejects_bad_arguments(tmp_path, arguments):
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigurationError):
         generate_dataset(tmp_path / "bad", **arguments)
     assert not (tmp_path / "bad").exists()
 
@@ -437,3 +439,19 @@ def test_command_line(tmp_path, capsys):
     assert main(arguments) == 1
     assert "not empty" in capsys.readouterr().err
     assert main([*arguments, "--overwrite"]) == 0
+
+
+def test_command_line_reports_a_bad_value_in_one_line(tmp_path, capsys):
+    assert main([str(tmp_path / "cli"), "--missing-image-rate", "1.5"]) == 1
+    assert capsys.readouterr().err == "error: missing_image_rate must be in [0, 1], got 1.5\n"
+    assert not (tmp_path / "cli").exists()
+
+
+def test_the_only_vocabulary_class_is_the_label_vocabulary():
+    # The generator's word lists were a second `Vocabulary` (issue 14); they are `InventedWords` now.
+    from fmit_plugin.data.vocabulary import Vocabulary
+
+    assert not hasattr(generator, "Vocabulary")
+    words = generator.make_invented_words(random.Random(0))
+    assert isinstance(words, generator.InventedWords) and not isinstance(words, Vocabulary)
+    assert len(words.names) == 80 and len(set(words.names)) == 80

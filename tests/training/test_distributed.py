@@ -73,12 +73,12 @@ def test_two_gloo_workers_train_and_agree_with_a_single_process_evaluation(tiny_
     for run_dir in (run / "log").iterdir():  # only rank 0 wrote TensorBoard events
         assert len(list(run_dir.glob("events.out.tfevents.*"))) == 1, run_dir
     log = (run / "out.log").read_text()
-    assert log.count("Epoch 3/3:") == 1 and "Finished: archive" in log
+    assert log.count("Epoch 2/2:") == 1 and "Finished: archive" in log
     # Rank 1's INFO lines stay off the console: every epoch summary is printed once.
-    assert result.stderr.count("Epoch 3/3:") == 1
+    assert result.stderr.count("Epoch 2/2:") == 1
     # File-friendly progress lines of rank 0's bars, with the loss and running F1 of both phases.
     for phase in ("train", "validation (rank 0 of 2, its own shard)"):
-        assert any(line.startswith(f"epoch 3/3 {phase}: 100%") and "loss:" in line and "f1:" in line
+        assert any(line.startswith(f"epoch 2/2 {phase}: 100%") and "loss:" in line and "f1:" in line
                    for line in result.stderr.splitlines()), phase
     metrics = json.loads((run / "metrics.json").read_text())
     best = json.loads((run / f"metrics_epoch_{metrics['best_epoch']}.json").read_text())
@@ -246,7 +246,7 @@ def test_a_kill_inside_the_checkpoint_write_recovers_from_the_last_complete_one(
     resumed = subprocess.run([*_train_command(config, run), "--recover"], env=ENV, capture_output=True,
                              text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "Recovered from" in resumed.stderr and "resuming at epoch 2" in resumed.stderr
+    assert "Recovered from" in resumed.stderr and "resuming at epoch 1" in resumed.stderr
     _assert_ends_like(whole, run)
 
 

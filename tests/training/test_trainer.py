@@ -1,4 +1,5 @@
 import json
+import logging
 import math
 import shutil
 
@@ -144,7 +145,8 @@ def test_tensorboard_can_be_turned_off_and_is_optional(tiny_bert, tmp_path, monk
 # ------------------------------------------------------------------ recovery
 
 
-def test_recover_after_a_crash_in_validation_ends_like_an_uninterrupted_run(tiny_bert, tmp_path, monkeypatch):
+def test_recover_after_a_crash_in_validation_ends_like_an_uninterrupted_run(tiny_bert, tmp_path, monkeypatch,
+                                                                            caplog):
     config = _config(tiny_bert, num_epochs=3, learning_rate_scheduler={"type": "linear_with_warmup", "warmup_steps": 2})
     uninterrupted = train_model(Params(json.loads(json.dumps(config))), tmp_path / "a")
 
@@ -163,7 +165,12 @@ def test_recover_after_a_crash_in_validation_ends_like_an_uninterrupted_run(tiny
     monkeypatch.setattr(trainer_module, "evaluate", original)
     assert torch.load(tmp_path / "b" / "checkpoint.th", weights_only=False)["epoch"] == 1
     before_the_kill = json.loads((tmp_path / "b" / "metrics_epoch_1.json").read_text())["training_duration_seconds"]
+    caplog.set_level(logging.INFO, logger="fmit_plugin.training.trainer")
     recovered = train_model(Params(json.loads(json.dumps(config))), tmp_path / "b", recover=True)
+    # Logs count epochs as the files do, from 0 (AllenNLP's "Epoch 0/2"): the resumed epoch is metrics_epoch_2.
+    messages = [record.getMessage() for record in caplog.records]
+    assert any("resuming at epoch 2" in message for message in messages), messages
+    assert [m.split(":")[0] for m in messages if m.startswith("Epoch ")] == ["Epoch 2/2"]
     # The time of the epochs before the kill is counted in, not only the resumed part.
     last_epoch = json.loads((tmp_path / "b" / "metrics_epoch_2.json").read_text())
     assert last_epoch["training_duration_seconds"] >= before_the_kill + last_epoch["epoch_duration_seconds"] > 0
@@ -373,5 +380,5 @@ def test_training_steps_read_nothing_back_between_progress_updates(tmp_path):
 
 def test_a_non_finite_loss_stops_training_naming_the_batch(tmp_path):
     trainer = _quadratic_trainer(tmp_path, nan_from=3)
-    with pytest.raises(RuntimeError, match=r"non-finite at epoch 1, batch 3 \(noticed at batch 10"):
+    with pytest.raises(RuntimeError, match=r"non-finite at epoch 0, batch 3 \(noticed at batch 10"):
         trainer._train_epoch(0)

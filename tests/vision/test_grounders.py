@@ -365,6 +365,24 @@ def test_precomputed_rejects_malformed_lines_with_their_number(tmp_path, bad_lin
         PrecomputedGrounder(str(path))
 
 
+def test_another_tools_groundings_jsonl_shows_the_expected_line_format(tmp_path):
+    # Other generators also write a groundings.jsonl, in other formats (issue 14): JSON, but not ours.
+    other = '{"img": "123", "boxes": [[0, 0, 10, 10]], "labels": ["person"]}'
+    path = write_sidecar(tmp_path / "groundings.jsonl", [other])
+    with pytest.raises(ConfigurationError) as error:
+        PrecomputedGrounder(str(path))
+    message = str(error.value)
+    assert f"{path}, line 1: no 'image_id'" in message
+    assert '{"image_id": ..., "regions": [{"phrase", "span", "box", "score"}]}' in message
+
+
+def test_a_repeated_image_id_is_not_a_format_error(tmp_path):
+    path = write_sidecar(tmp_path / "g.jsonl", [*SIDECAR, '{"image_id": "123", "regions": []}'])
+    with pytest.raises(ConfigurationError, match="already appeared on line 1") as error:
+        PrecomputedGrounder(str(path))
+    assert "expects one JSON object" not in str(error.value)
+
+
 def test_precomputed_missing_file(tmp_path):
     with pytest.raises(ConfigurationError, match="cannot be read"):
         PrecomputedGrounder(str(tmp_path / "absent.jsonl"))
@@ -387,13 +405,11 @@ def test_precomputed_cache_key_follows_the_file_content(tmp_path):
 def test_whole_image_grounds_nothing():
     grounder = WholeImageGrounder()
     assert grounder.ground(image(), "1", WORDS, PHRASES) == []
-    assert not grounder.uses_feature_map_grid
 
 
 @pytest.mark.parametrize("k", [1, 3, 7])
 def test_grid_cells_cover_the_image_exactly(k):
     grounder = GridGrounder(k=k)
-    assert grounder.uses_feature_map_grid
     width, height = 50, 31  # not divisible by k
     regions = grounder.ground(Image.new("RGB", (width, height)), "1", WORDS, PHRASES)
     assert len(regions) == k * k

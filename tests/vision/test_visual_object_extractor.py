@@ -102,7 +102,7 @@ def test_changed_settings_or_images_miss(dataset, backbone):
 def test_max_objects_keeps_the_whole_image_and_the_best_regions(dataset, backbone):
     objects, _ = _extractor(dataset, backbone, max_objects=2).extract(_instances(dataset))
     assert objects[0].labels[0] == WHOLE_IMAGE and len(objects[0].labels) == 2
-    with pytest.raises(ValueError, match="max_objects"):
+    with pytest.raises(ConfigurationError, match="max_objects"):
         _extractor(dataset, backbone, max_objects=0)
 
 
@@ -114,6 +114,28 @@ def test_grid_grounder_pools_the_feature_map(dataset, backbone):
     assert visual.spans.tolist() == [[0, 3]] * 5
     image = Image.open(dataset / "images" / "1.jpg").convert("RGB")
     assert torch.allclose(visual.features[1:], backbone.grid_features([image], 2)[0], atol=1e-5)
+
+
+def test_each_region_s_grid_cell_decides_pooling_or_cropping(dataset, backbone):
+    # Not a grounder-wide flag: a grounder may mix grid cells and boxes, and each is handled by its own kind.
+    from fmit_plugin.vision.grounders import PhraseGrounder
+    from fmit_plugin.vision.regions import Region
+
+    class Mixed(PhraseGrounder):
+        def cache_key(self):
+            return "mixed"
+
+        def ground(self, image, image_id, words, phrases):
+            return [Region("grid 1,0", (0.0, 32.0, 32.0, 64.0), None, 1.0, (1, 0, 2)),
+                    Region("Zorp", (0.0, 32.0, 32.0, 64.0), (0, 0), 0.9)]
+
+    (visual,), _ = _extractor(dataset, backbone, grounder=Mixed()).extract(_instances(dataset)[:1])
+    assert visual.labels == [WHOLE_IMAGE, "grid 1,0", "Zorp"]
+    image = Image.open(dataset / "images" / "1.jpg").convert("RGB")
+    pooled = backbone.grid_features([image], 2)[0][2]  # cell row 1, column 0
+    assert torch.allclose(visual.features[1], pooled, atol=1e-5)
+    # the same box as a plain region is cropped and encoded on its own, which gives another vector
+    assert not torch.allclose(visual.features[2], pooled, atol=1e-3)
 
 
 def test_reader_config_and_predictor_path_and_command(dataset, capsys):

@@ -53,13 +53,13 @@ class ConditionalRandomField(torch.nn.Module, Registrable):
 
     def log_likelihood(self, emissions: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """
-        The log-likelihood of the gold `tags` `# (batch, time)` given emissions `# (batch, time, tags)`
-        and a left-aligned mask `# (batch, time)`, summed over the batch (a scalar), unconstrained.
+        The log-likelihood of the gold `tags` `(batch, time)` given emissions `(batch, time, tags)`
+        and a left-aligned mask `(batch, time)`, summed over the batch (a scalar), unconstrained.
         """
         raise NotImplementedError
 
     def transition_scores(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The raw transitions `# (tags, tags)`, start and end `# (tags,)` (zeros where a backend has none)."""
+        """The raw transitions `(tags, tags)`, start and end `(tags,)` (zeros where a backend has none)."""
         raise NotImplementedError
 
     def constrained_scores(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -11,8 +11,8 @@ in decoding, not in their training likelihood, so a confidence that agrees with 
 constrained tags needs a constrained forward algorithm of its own. Here a batch is one loop over
 time of a few batched operations, with no host-device synchronisation.
 
-Scores come as emissions `# (rows, time, tags)` plus `ConditionalRandomField.constrained_scores()`:
-transitions `# (tags, tags)` and start / end `# (tags,)` with forbidden moves scored `FORBIDDEN`.
+Scores come as emissions `(rows, time, tags)` plus `ConditionalRandomField.constrained_scores()`:
+transitions `(tags, tags)` and start / end `(tags,)` with forbidden moves scored `FORBIDDEN`.
 """
 import torch
 
@@ -30,8 +30,8 @@ def log_partition(
 ) -> torch.Tensor:
     """
     Forward algorithm: log of the summed score of every tag sequence.
-    emissions `# (rows, time, tags)`, mask `# (rows, time)` (left-aligned), transitions `# (tags, tags)`,
-    start / end `# (tags,)`; returns `# (rows,)`.
+    emissions `(rows, time, tags)`, mask `(rows, time)` (left-aligned), transitions `(tags, tags)`,
+    start / end `(tags,)`; returns `(rows,)`.
     """
     alpha = start.unsqueeze(0) + emissions[:, 0]  # (rows, tags)
     for t in range(1, emissions.shape[1]):
@@ -51,9 +51,9 @@ def span_log_probabilities(
 ) -> torch.Tensor:
     """
     log P(every word of the span carries its label) per row, exactly: log Z with the span's labels
-    forced (all other labels of its words scored `FORBIDDEN`) minus log Z. emissions `# (rows, time, tags)`,
-    mask `# (rows, time)`, labels `# (rows, time)` tag ids, in_span `# (rows, time)` bool (the span's
-    words), scores as `log_partition`; returns `# (rows,)`.
+    forced (all other labels of its words scored `FORBIDDEN`) minus log Z. emissions `(rows, time, tags)`,
+    mask `(rows, time)`, labels `(rows, time)` tag ids, in_span `(rows, time)` bool (the span's
+    words), scores as `log_partition`; returns `(rows,)`.
 
     Two forward passes rather than forward-backward: forward-backward gives per-word (and per
     transition) marginals, and a multi-word span's probability is not their product.
@@ -73,9 +73,9 @@ def viterbi_paths(
     end: torch.Tensor,
 ) -> torch.Tensor:
     """
-    Best tag sequences of a batch at once, on the emissions' device: emissions `# (batch, time, tags)`,
-    lengths `# (batch,)` (each sequence is a prefix), constrained transitions `# (tags, tags)` and
-    start / end `# (tags,)`; returns `# (batch, time)` tag ids (anything past a sequence's length).
+    Best tag sequences of a batch at once, on the emissions' device: emissions `(batch, time, tags)`,
+    lengths `(batch,)` (each sequence is a prefix), constrained transitions `(tags, tags)` and
+    start / end `(tags,)`; returns `(batch, time)` tag ids (anything past a sequence's length).
 
     The same numbers as allennlp-light's `viterbi_tags`: the same lattice with START / END states and
     sentinel steps scored -10000, the same additions in the same order and the same `topk`, so the

@@ -56,6 +56,7 @@ class PretrainedTransformerMismatchedEmbedder(TokenEmbedder):
         If `False`, the transformer is built from its config with random weights (archives
         already hold the fine-tuned weights; tests build tiny random models this way).
     gradient_checkpointing : `bool`, optional (default = `None`)
+        `True` recomputes activations in the backward pass (less memory, slower); `None` keeps the model's setting.
     tokenizer_kwargs : `Dict[str, Any]`, optional
         Extra arguments for `AutoTokenizer.from_pretrained` (e.g. `add_prefix_space` for RoBERTa).
     transformer_kwargs : `Dict[str, Any]`, optional

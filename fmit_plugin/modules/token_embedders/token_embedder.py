@@ -9,8 +9,8 @@ class TokenEmbedder(torch.nn.Module, Registrable):
     tokenization (words -> model inputs), so that changing the text model in a config is a single
     key and an archive needs no separate token indexer.
 
-    `forward(words)` returns `(embeddings, mask)`: `# (batch, max_words, dim)` and
-    `# (batch, max_words)` bool.
+    `forward(words)` returns `(embeddings, mask)`: `(batch, max_words, dim)` and
+    `(batch, max_words)` bool.
     """
 
     def get_output_dim(self) -> int:
