@@ -14,6 +14,7 @@ import typing
 from pathlib import Path
 from typing import Any, Optional, Union
 
+import torch
 from tango.common import FromParams, Lazy, Params, Registrable
 from tango.common.exceptions import ConfigurationError
 from tango.common.from_params import infer_method_params
@@ -113,7 +114,7 @@ def _json_kinds(annotation: Any) -> Optional[set[type]]:
         return {int, float}
     if annotation in (str, Path):
         return {str}
-    if annotation is torch_tensor():
+    if annotation is torch.Tensor:
         return set()  # a config cannot hold one: only the Union's other members count
     origin = typing.get_origin(annotation)
     if origin is Union or isinstance(annotation, types.UnionType):
@@ -129,12 +130,6 @@ def _json_kinds(annotation: Any) -> Optional[set[type]]:
     if origin is Lazy:
         return {dict, str}
     return _ANYTHING
-
-
-def torch_tensor() -> Any:
-    import torch
-
-    return torch.Tensor
 
 
 _KIND_NAMES = {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
@@ -162,12 +157,15 @@ def _constructed_class(annotation: Any) -> Optional[type]:
 
 
 def _element_class(annotation: Any) -> Optional[type]:
-    """The FromParams class of the items of a list / dict annotation, if any."""
-    annotation = Union[tuple(a for a in typing.get_args(annotation) or (annotation,) if a is not type(None))] \
-        if typing.get_origin(annotation) is Union else annotation
-    origin = typing.get_origin(annotation)
-    if origin in (list, collections.abc.Sequence, collections.abc.Iterable, dict, collections.abc.Mapping):
-        return _constructed_class(typing.get_args(annotation)[-1]) if typing.get_args(annotation) else None
+    """The FromParams class of the items of a (optional) list / dict annotation, if any."""
+    if typing.get_origin(annotation) is Union or isinstance(annotation, types.UnionType):
+        members = [member for member in typing.get_args(annotation) if member is not type(None)]
+        if len(members) != 1:
+            return None
+        annotation = members[0]
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (list, collections.abc.Sequence, collections.abc.Iterable, dict, collections.abc.Mapping) and args:
+        return _constructed_class(args[-1])
     return None
 
 
