@@ -33,13 +33,16 @@ class Evaluate(Subcommand):
         subparser.add_argument("--cuda-device", type=int, default=-1)
         subparser.add_argument("--batch-size", type=int, help="override the config's batch size")
         subparser.add_argument("-o", "--overrides", default="", help="JSON overrides of the archived config")
+        subparser.add_argument("--feature-store",
+                               help="SQLite feature store to read and add visual features to (default: the "
+                                    "archive's store, read-only, with new features kept in memory)")
         subparser.set_defaults(func=evaluate_from_args)
         return subparser
 
 
 def evaluate_from_args(args: argparse.Namespace) -> None:
     evaluate_archive(args.archive_file, args.input_file, args.output_file, args.predictions_output_file,
-                     args.cuda_device, args.batch_size, args.overrides)
+                     args.cuda_device, args.batch_size, args.overrides, args.feature_store)
 
 
 def evaluate_archive(
@@ -50,13 +53,14 @@ def evaluate_archive(
     cuda_device: int = -1,
     batch_size: Optional[int] = None,
     overrides: str = "",
+    feature_store: Optional[Union[str, Path]] = None,
 ) -> dict[str, Any]:
     if not Path(input_file).is_file():
         raise ConfigurationError(f"Input file not found: {input_file}")
     for flag, target in (("--output-file", output_file), ("--predictions-output-file", predictions_output_file)):
         if target and Path(target).exists() and os.path.samefile(input_file, target):
             raise ConfigurationError(f"{flag} {target} is the input file: it would be overwritten")
-    archive = load_archive(archive_file, cuda_device=cuda_device, overrides=overrides)
+    archive = load_archive(archive_file, cuda_device=cuda_device, overrides=overrides, feature_store=feature_store)
     config = archive.config
     loader_params = config.get("validation_data_loader", None) or config.get("data_loader")
     loader_params = loader_params.duplicate()

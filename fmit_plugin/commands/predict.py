@@ -55,6 +55,9 @@ class Predict(Subcommand):
         subparser.add_argument("--skip-errors", action="store_true",
                                help="exit 0 even if some lines could not be tagged")
         subparser.add_argument("-o", "--overrides", default="", help="JSON overrides of the archived config")
+        subparser.add_argument("--feature-store",
+                               help="SQLite feature store to read and add visual features to (default: the "
+                                    "archive's store, read-only, with new features kept in memory)")
         subparser.add_argument("--render-dir", help="also draw a PNG of each prediction that has an image here: "
                                "the image with its objects' boxes beside the tagged tweet")
         subparser.set_defaults(func=predict_from_args)
@@ -65,6 +68,7 @@ def predict_from_args(args: argparse.Namespace) -> None:
     errors = predict_file(
         args.archive_file, args.input_file, args.output_file, args.predictor, args.batch_size,
         args.cuda_device, args.silent, args.use_dataset_reader, args.overrides, args.render_dir, args.sort_window,
+        feature_store=args.feature_store,
     )
     if errors and not args.skip_errors:
         print(f"{errors} input lines could not be tagged (see their \"error\" fields)", file=sys.stderr)
@@ -115,6 +119,7 @@ def predict_file(
     overrides: str = "",
     render_dir: Optional[str] = None,
     sort_window: Optional[int] = None,
+    feature_store: Optional[str] = None,
 ) -> int:
     """Tag `input_file`; returns how many lines failed. Each failed line still gets an output line
     holding an `"error"` field, so outputs and inputs always line up. With `render_dir`, every
@@ -134,7 +139,7 @@ def predict_file(
     if output_file and input_file != "-" and Path(output_file).exists() and os.path.samefile(input_file, output_file):
         # Opening the output would empty the input before a line of it is read.
         raise ConfigurationError(f"--output-file {output_file} is the input file: it would be overwritten")
-    archive = load_archive(archive_file, cuda_device=cuda_device, overrides=overrides)
+    archive = load_archive(archive_file, cuda_device=cuda_device, overrides=overrides, feature_store=feature_store)
     name = predictor_name or archive.model.default_predictor or "sentence_tagger"
     predictor = Predictor.by_name(name)(archive.model, archive.validation_dataset_reader)
     if render_dir is not None:

@@ -1,19 +1,24 @@
 """`allennlp train CONFIG -s DIR`: read data, build vocabulary, model and trainer, train, archive."""
 import argparse
+import contextlib
 import json
 import logging
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Any, Optional, Union
 
 from tango.common import Params
 from tango.common.exceptions import ConfigurationError
+from tango.integrations.torch import Optimizer
 
 from fmit_plugin.commands.subcommand import Subcommand
 from fmit_plugin.common import distributed
+from fmit_plugin.common.config_files import check_regular_file
+from fmit_plugin.common.directory_lock import DirectoryLock
 from fmit_plugin.common.file_utils import dump_metrics
-from fmit_plugin.common.params import load_config
+from fmit_plugin.common.params import check_config_types, load_config
 from fmit_plugin.common.seeds import set_seed
 from fmit_plugin.data.data_loader import DataLoader
 from fmit_plugin.data.dataset_reader import DatasetReader
@@ -82,6 +87,26 @@ def _refuse_distributed_block(params: Params) -> None:
         )
 
 
+# The blocks a training config builds, by key: their values are checked against the constructors'
+# annotations before anything is read or written.
+_TOP_LEVEL_BLOCKS = {"dataset_reader": DatasetReader, "validation_dataset_reader": DatasetReader,
+                     "vocabulary": Vocabulary, "model": Model, "data_loader": DataLoader,
+                     "validation_data_loader": DataLoader, "trainer": Trainer}
+
+
+def _check_config(params: Params) -> None:
+    """Typed values and the epoch count, before the serialization directory is touched."""
+    for key, cls in _TOP_LEVEL_BLOCKS.items():
+        check_config_types(cls, params.get(key, None), key)
+    trainer = params.get("trainer", None)
+    if trainer is not None:
+        # Trainer takes the optimizer as a plain dict (for parameter_groups): check it as the Optimizer it builds.
+        check_config_types(Optimizer, trainer.get("optimizer", None), "trainer.optimizer", skip=("parameter_groups",))
+        epochs = trainer.get("num_epochs", 1)
+        if epochs < 1:
+            raise ConfigurationError(f"trainer.num_epochs must be at least 1, got {epochs}")
+
+
 def _prepare_serialization_dir(
     serialization_dir: Path, params: Params, recover: bool, force: bool
 ) -> None:
@@ -123,8 +148,10 @@ def _validation_loader_params(params: Params) -> Params:
 def _read(reader: DatasetReader, path: Optional[str], key: str) -> Optional[list[TaggingInstance]]:
     if path is None:
         return None
-    if not Path(path).is_file():
+    if not Path(path).exists():
         raise ConfigurationError(f"{key}: data file not found: {path}")
+    # Data files are streamed line by line, so only their kind is checked (a FIFO would block, a device never end).
+    check_regular_file(path, f"{key}: data file", max_bytes=sys.maxsize)
     return reader.read(path)
 
 
@@ -142,14 +169,19 @@ def train_model(
     bars print a line every 10 seconds (for log files)."""
     serialization_dir = Path(serialization_dir)
     _refuse_distributed_block(params)
+    _check_config(params)
     if file_friendly_logging:
         os.environ["FMIT_FILE_FRIENDLY_LOGGING"] = "1"
     joined = distributed.init_from_environment()
-    if distributed.is_primary():
-        _prepare_serialization_dir(serialization_dir, params, recover, force)
-    distributed.barrier()
-    with training_logs(serialization_dir):
-        model = _train(params, serialization_dir, recover, dry_run)
+    # One run per directory, for the whole run (rank 0 holds the lock for all workers); taken before
+    # -f deletes anything, so neither a second run nor a -f can pull the directory from under a live one.
+    lock = DirectoryLock(serialization_dir, "train") if distributed.is_primary() else contextlib.nullcontext()
+    with lock:
+        if distributed.is_primary():
+            _prepare_serialization_dir(serialization_dir, params, recover, force)
+        distributed.barrier()
+        with training_logs(serialization_dir):
+            model = _train(params, serialization_dir, recover, dry_run)
     if joined:
         distributed.destroy()
     return model

@@ -33,6 +33,7 @@ class _Block:
     lines: int = 0  # non-blank lines in the block
     words: list[str] = field(default_factory=list)
     tags: list[str] = field(default_factory=list)
+    token_lines: list[int] = field(default_factory=list)
 
     def open(self, image_id: Optional[str], line_number: int) -> None:
         self.image_id, self.start_line, self.started = image_id, line_number, True
@@ -266,7 +267,10 @@ class TwitterMnerReader(DatasetReader):
                 return None
             stats.tweets += 1
             assert done.image_id is not None
-            return self._instance(done.words, done.tags, done.image_id, f"{file_path}:{done.start_line}")
+            instance = self._instance(done.words, done.tags, done.image_id, f"{file_path}:{done.start_line}")
+            # Each token's own line, for errors about one token (an unknown label): see Vocabulary.check_labels.
+            instance.metadata.update(file=str(file_path), token_lines=done.token_lines)
+            return instance
 
         # surrogateescape: bytes that are not UTF-8 become lone surrogates, found per line below,
         # so such a file fails with its line number rather than a decoder traceback.
@@ -316,6 +320,7 @@ class TwitterMnerReader(DatasetReader):
                     continue
                 block.words.append(parsed[0])
                 block.tags.append(self._map_label(parsed[1]))
+                block.token_lines.append(line_number)
             instance = finish()
             if instance is not None:
                 yield instance

@@ -76,9 +76,10 @@ class Vocabulary(FromParams):
     ) -> None:
         """
         Raise `UnknownLabelError` for the first gold tag outside `namespace`, naming where it comes
-        from (the instance's "file:line"), the word and the label, then `hint`. Evaluation calls this before
-        computing anything: data with a type the model never saw (`B-EVENT`, or `OTHER` where the
-        model learnt `MISC`) cannot be scored, and mapping it to `O` would change the score silently.
+        from (the token's own "file:line" when the reader kept `token_lines`, else the tweet's), the
+        word and the label, then `hint`. Evaluation calls this before computing anything: data with
+        a type the model never saw (`B-EVENT`, or `OTHER` where the model learnt `MISC`) cannot be
+        scored, and mapping it to `O` would change the score silently.
         """
         known = self._token_to_index.get(namespace)
         if known is None:
@@ -88,6 +89,9 @@ class Vocabulary(FromParams):
             for position, tag in enumerate(instance.tags or []):
                 if tag not in known:
                     source = instance.metadata.get("source", "input")
+                    token_lines = instance.metadata.get("token_lines")
+                    if token_lines is not None and "file" in instance.metadata:
+                        source = f"{instance.metadata['file']}:{token_lines[position]}"  # the token's own line
                     raise UnknownLabelError(
                         f"{source}: word {position + 1} ({instance.words[position]!r}) has label '{tag}', which is "
                         f"not among the labels ({', '.join(self._index_to_token[namespace])}); {hint}"

@@ -5,17 +5,22 @@ the weights) so that a mismatched or damaged archive is refused before a model i
 Pretrained text / image models are reloaded from the name or path in the config; their fine-tuned
 weights come from `weights.th`.
 """
+import contextlib
 import hashlib
 import io
 import json
 import logging
 import os
+import shutil
+import signal
 import tarfile
 import tempfile
+import threading
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 import torch
 from tango.common import Params
@@ -124,38 +129,138 @@ def _check_meta(archive_file: Path, directory: Path, weights: Path, vocab: Vocab
         raise ConfigurationError(f"{archive_file}: {WEIGHTS_NAME} does not match its checksum: the archive is corrupt")
 
 
-def _safe_extract(tar: tarfile.TarFile, directory: str) -> None:
-    """Extract only plain files and folders that stay inside `directory`."""
-    if hasattr(tarfile, "data_filter"):
-        tar.extractall(directory, filter="data")
-        return
-    # Pythons before 3.11.4 have no extraction filters: check the members ourselves.
-    for member in tar.getmembers():
+# Unpacked, an archive may be at most this many times its packed size (weights barely compress,
+# so a real archive is about 1x), and never more than the absolute cap; both can be set by
+# environment variable. Below the floor the ratio is not applied (tiny archives compress well).
+MAX_UNPACKED_RATIO = 20
+MAX_UNPACKED_FLOOR = 100 * 2**20
+MAX_UNPACKED_BYTES = 20 * 2**30
+_TEMP_PREFIX = "fmit_archive_"
+
+
+def max_unpacked_bytes(archive_file: Path) -> int:
+    """How much an archive may unpack to: `FMIT_ARCHIVE_MAX_UNPACKED_RATIO` (default 20) times its
+    size, at least 100 MB, at most `FMIT_ARCHIVE_MAX_UNPACKED_BYTES` (default 20 GiB)."""
+    try:
+        ratio = float(os.environ.get("FMIT_ARCHIVE_MAX_UNPACKED_RATIO", MAX_UNPACKED_RATIO))
+        cap = int(os.environ.get("FMIT_ARCHIVE_MAX_UNPACKED_BYTES", MAX_UNPACKED_BYTES))
+    except ValueError as error:
+        raise ConfigurationError(f"FMIT_ARCHIVE_MAX_UNPACKED_RATIO / _BYTES must be numbers: {error}") from error
+    return min(cap, max(MAX_UNPACKED_FLOOR, int(ratio * archive_file.stat().st_size)))
+
+
+def _safe_extract(tar: tarfile.TarFile, directory: str, archive_file: Path) -> None:
+    """Extract only plain files and folders that stay inside `directory`, member by member, and
+    stop before the unpacked size passes `max_unpacked_bytes` (an archive bomb fills no disk)."""
+    limit = max_unpacked_bytes(archive_file)
+    unpacked = 0
+    for member in tar:  # streamed: headers are read as extraction goes, not all first
+        unpacked += member.size
+        if unpacked > limit:
+            raise ConfigurationError(
+                f"{archive_file} unpacks to more than {limit:,} bytes ({member.name!r} passes it; the archive is "
+                f"{archive_file.stat().st_size:,} bytes): refused as an archive bomb. A real archive this large? "
+                "Raise FMIT_ARCHIVE_MAX_UNPACKED_RATIO or FMIT_ARCHIVE_MAX_UNPACKED_BYTES"
+            )
+        if hasattr(tarfile, "data_filter"):
+            tar.extract(member, directory, filter="data")
+            continue
+        # Pythons before 3.11.4 have no extraction filters: check the members ourselves.
         parts = Path(member.name).parts
         if member.name.startswith("/") or ".." in parts or not (member.isfile() or member.isdir()):
             raise ConfigurationError(f"Refusing to extract {member.name!r}: not a plain file inside the archive")
-    tar.extractall(directory)
+        tar.extract(member, directory)
+
+
+def _remove_stale_temp_dirs() -> None:
+    """Temporary folders of loads whose process died (SIGKILL leaves them): the pid is in the name."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{_TEMP_PREFIX}*_*"):
+        pid = folder.name[len(_TEMP_PREFIX):].split("_", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except PermissionError:  # alive, someone else's
+            pass
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """While the archive is unpacked, SIGTERM unwinds (removing the temporary folder) instead of
+    ending the process at once. Only the main thread may set handlers; elsewhere nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _named_after_archive(error: Exception, archive_file: Path, temp: str) -> ConfigurationError:
+    """A config error from the unpacked copy, naming the archive instead of the temporary folder."""
+    message = str(error).replace(str(Path(temp) / CONFIG_NAME), f"{archive_file}!{CONFIG_NAME}").replace(
+        temp, str(archive_file))
+    if str(archive_file) not in message:
+        message = f"{archive_file}: {message}"
+    return ConfigurationError(message)
+
+
+def _feature_store_settings(config: Params, feature_store: Optional[Union[str, os.PathLike]]) -> None:
+    """The archive's feature store is read-only (new features stay in memory) unless the user names
+    one: an archive's `store_path`, relative or absolute, must not make evaluate / predict write there."""
+    for key in ("dataset_reader", "validation_dataset_reader"):
+        reader = config.get(key, None)
+        visual_objects = reader.get("visual_objects", None) if isinstance(reader, Params) else None
+        if not isinstance(visual_objects, Params):
+            continue
+        if feature_store is not None:
+            visual_objects["store_path"] = str(feature_store)
+            visual_objects.pop("store_read_only", None)
+        elif visual_objects.get("store_path", None):
+            visual_objects["store_read_only"] = True
 
 
 def load_archive(
     archive_file: Union[str, os.PathLike],
     cuda_device: Optional[Union[int, str]] = -1,
     overrides: Union[str, dict] = "",
+    feature_store: Optional[Union[str, os.PathLike]] = None,
 ) -> Archive:
-    """Rebuild the model of an archive (or of a serialization directory) with its trained weights."""
-    from fmit_plugin.common.params import load_config
-
+    """Rebuild the model of an archive (or of a serialization directory) with its trained weights.
+    Nothing is written outside a temporary folder: the config's feature store is opened read-only
+    and new visual features are kept in memory, unless `feature_store` names a store to use."""
     archive_file = Path(archive_file)
     if not archive_file.exists():
         raise ConfigurationError(f"Archive not found: {archive_file}")
-    with tempfile.TemporaryDirectory(prefix="fmit_archive_") as temp:
+    _remove_stale_temp_dirs()
+    with _sigterm_raises():
+        return _load_archive(archive_file, cuda_device, overrides, feature_store)
+
+
+def _load_archive(
+    archive_file: Path,
+    cuda_device: Optional[Union[int, str]],
+    overrides: Union[str, dict],
+    feature_store: Optional[Union[str, os.PathLike]],
+) -> Archive:
+    from fmit_plugin.common.params import check_config_types, load_config
+
+    with tempfile.TemporaryDirectory(prefix=f"{_TEMP_PREFIX}{os.getpid()}_") as temp:
         if archive_file.is_dir():
             directory = archive_file
             weights = directory / (WEIGHTS_NAME if (directory / WEIGHTS_NAME).exists() else "best.th")
         else:
             try:
                 with tarfile.open(archive_file, "r:gz") as tar:
-                    _safe_extract(tar, temp)
+                    _safe_extract(tar, temp, archive_file)
                     # Read on to the end of the gzip stream: only there are its CRC and length
                     # checked, so an archive cut short after its last member is caught too.
                     assert tar.fileobj is not None
@@ -169,7 +274,14 @@ def load_archive(
         for needed in (directory / CONFIG_NAME, directory / VOCABULARY_DIR, weights):
             if not needed.exists():
                 raise ConfigurationError(f"{archive_file} has no {needed.name}: not a model archive")
-        config = load_config(directory / CONFIG_NAME, overrides)
+        try:
+            config = load_config(directory / CONFIG_NAME, overrides)
+            for key, cls in (("model", Model), ("dataset_reader", DatasetReader),
+                             ("validation_dataset_reader", DatasetReader)):
+                check_config_types(cls, config.get(key, None), key)
+        except ConfigurationError as error:
+            raise _named_after_archive(error, archive_file, temp) from error
+        _feature_store_settings(config, feature_store)
         vocab = Vocabulary.from_files(directory / VOCABULARY_DIR)
         _check_meta(archive_file, directory, weights, vocab)
         try:
@@ -198,9 +310,12 @@ def load_archive(
         ) from error
     model.to(resolve_device(cuda_device))
     model.eval()
-    reader = DatasetReader.from_params(config.get("dataset_reader").duplicate())
-    validation_params = config.get("validation_dataset_reader", None)
-    validation_reader = (
-        DatasetReader.from_params(validation_params.duplicate()) if validation_params is not None else reader
-    )
+    try:
+        reader = DatasetReader.from_params(config.get("dataset_reader").duplicate())
+        validation_params = config.get("validation_dataset_reader", None)
+        validation_reader = (
+            DatasetReader.from_params(validation_params.duplicate()) if validation_params is not None else reader
+        )
+    except ConfigurationError as error:
+        raise ConfigurationError(f"{archive_file}: its dataset reader cannot be built: {error}") from error
     return Archive(model, config, reader, validation_reader)

@@ -132,6 +132,8 @@ class GradientDescentTrainer(Trainer):
             raise ConfigurationError(
                 f"validation_metric must start with + or -, got '{validation_metric}'"
             )
+        if num_epochs < 1:
+            raise ConfigurationError(f"num_epochs must be at least 1, got {num_epochs}")
         if num_gradient_accumulation_steps < 1:
             raise ConfigurationError("num_gradient_accumulation_steps must be at least 1")
         if amp_dtype not in AMP_DTYPES:

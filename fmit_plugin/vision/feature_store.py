@@ -49,11 +49,18 @@ class FeatureStore:
     so a changed setting is a miss, never a stale hit.
     """
 
-    def __init__(self, path: Union[str, Path]) -> None:
+    def __init__(self, path: Union[str, Path], read_only: bool = False) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.read_only = read_only
+        # Read-only (evaluate / predict from an archive): the file is opened with SQLite's `mode=ro`
+        # when it exists (never created), and new entries stay in this process's memory.
+        self._memory: dict[str, StoredObjects] = {}
+        self._table_seen = False
         # One connection per thread: sqlite3 connections must not cross threads.
         self._local = threading.local()
+        if read_only:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._connection() as connection:
             connection.execute(
                 "CREATE TABLE IF NOT EXISTS objects (key TEXT PRIMARY KEY, regions TEXT NOT NULL, "
@@ -63,12 +70,33 @@ class FeatureStore:
     def _connection(self) -> sqlite3.Connection:
         connection = getattr(self._local, "connection", None)
         if connection is None:
-            connection = sqlite3.connect(self.path, timeout=60.0)
-            connection.execute("PRAGMA journal_mode=WAL")
+            if self.read_only:
+                connection = sqlite3.connect(f"{self.path.absolute().as_uri()}?mode=ro", uri=True, timeout=60.0)
+            else:
+                connection = sqlite3.connect(self.path, timeout=60.0)
+                connection.execute("PRAGMA journal_mode=WAL")
             self._local.connection = connection
         return connection
 
+    def _has_file(self) -> bool:
+        """Whether there is a table to read (a read-only store's file may not exist, or be empty)."""
+        if not self.read_only or self._table_seen:
+            return True
+        if not self.path.is_file():
+            return False
+        try:
+            self._table_seen = self._connection().execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'objects'"
+            ).fetchone() is not None
+        except sqlite3.DatabaseError:
+            return False
+        return self._table_seen
+
     def get(self, key: str) -> Optional[StoredObjects]:
+        if key in self._memory:
+            return self._memory[key]
+        if not self._has_file():
+            return None
         row = self._connection().execute(
             "SELECT regions, dim, features FROM objects WHERE key = ?", (key,)
         ).fetchone()
@@ -81,6 +109,9 @@ class FeatureStore:
 
     def put_many(self, items: dict[str, StoredObjects]) -> None:
         """Writes all items in one transaction: either every entry lands or none does."""
+        if self.read_only:
+            self._memory.update(items)
+            return
         rows = [
             (
                 key,
@@ -94,7 +125,9 @@ class FeatureStore:
             connection.executemany("INSERT OR REPLACE INTO objects VALUES (?, ?, ?, ?)", rows)
 
     def __len__(self) -> int:
-        return int(self._connection().execute("SELECT COUNT(*) FROM objects").fetchone()[0])
+        if not self._has_file():
+            return len(self._memory)
+        return int(self._connection().execute("SELECT COUNT(*) FROM objects").fetchone()[0]) + len(self._memory)
 
     def close(self) -> None:
         connection = getattr(self._local, "connection", None)
@@ -104,8 +137,11 @@ class FeatureStore:
 
     def __getstate__(self) -> dict:
         # Connections cannot be pickled (DataLoader workers, DDP spawn): reconnect lazily there.
-        return {"path": self.path}
+        return {"path": self.path, "read_only": self.read_only, "memory": self._memory}
 
     def __setstate__(self, state: dict) -> None:
         self.path = state["path"]
+        self.read_only = state.get("read_only", False)
+        self._memory = state.get("memory", {})
+        self._table_seen = False
         self._local = threading.local()

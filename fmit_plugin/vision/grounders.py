@@ -18,6 +18,7 @@ from PIL import Image
 from tango.common import Registrable
 from tango.common.exceptions import ConfigurationError
 
+from fmit_plugin.common.config_files import DEFAULT_MAX_BYTES, decode_utf8, read_regular_file
 from fmit_plugin.common.model_paths import loading_hint, resolve_model_path
 from fmit_plugin.vision.regions import Box, Phrase, Region
 
@@ -368,22 +369,22 @@ class PrecomputedGrounder(PhraseGrounder):
         The JSON-lines file.
     min_score : `float`, optional (default = `0.0`)
         Regions scoring below this are left out.
+    max_bytes : `int`, optional (default = `2**30`)
+        A larger sidecar is refused before it is read (only regular files are read at all).
 
     Registered as a `PhraseGrounder` with name "precomputed".
     """
 
-    def __init__(self, path: str, min_score: float = 0.0) -> None:
+    def __init__(self, path: str, min_score: float = 0.0, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         self.path = os.path.abspath(path)
         self.min_score = min_score
-        try:
-            content = Path(self.path).read_bytes()
-        except OSError as error:
-            raise ConfigurationError(f"Precomputed groundings '{path}' cannot be read: {error}") from error
+        content = read_regular_file(self.path, "groundings sidecar", max_bytes)
+        text = decode_utf8(content, self.path, "groundings sidecar")
         # The content hash, not the mtime, goes into the cache key: the features depend on what was read.
         self.content_hash = hashlib.sha256(content).hexdigest()
         self.regions: dict[str, list[tuple[str, Box, Optional[tuple[int, int]], float]]] = {}
         first_lines: dict[str, int] = {}
-        for line_number, line in enumerate(content.decode("utf-8").splitlines(), start=1):
+        for line_number, line in enumerate(text.splitlines(), start=1):
             if not line.strip():
                 continue
             try:

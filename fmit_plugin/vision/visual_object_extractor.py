@@ -77,6 +77,9 @@ class VisualObjectExtractor(FromParams):
         Needed by grounders that look phrases up in the image ("zero_shot_detector").
     store_path : `str`, optional (default = `None`: no cache)
         SQLite file of the feature store.
+    store_read_only : `bool`, optional (default = `False`)
+        Open `store_path` read-only (only when it exists) and keep new features in memory: what
+        `evaluate` / `predict` do with an archive's store unless given `--feature-store`.
     max_objects : `int`, optional (default = `16`)
         At most this many objects per tweet, the whole image included (highest scores kept).
     batch_size : `int`, optional (default = `32`)
@@ -91,6 +94,7 @@ class VisualObjectExtractor(FromParams):
         grounder: Optional[PhraseGrounder] = None,
         noun_phrases: Optional[NounPhraseExtractor] = None,
         store_path: Optional[str] = None,
+        store_read_only: bool = False,
         max_objects: int = 16,
         batch_size: int = 32,
         max_pixels: int = 89_478_485,
@@ -100,7 +104,7 @@ class VisualObjectExtractor(FromParams):
         self.backbone = backbone
         self.grounder = grounder or WholeImageGrounder()
         self.noun_phrases = noun_phrases
-        self.store = FeatureStore(store_path) if store_path else None
+        self.store = FeatureStore(store_path, read_only=store_read_only) if store_path else None
         self.max_objects = max_objects
         self.batch_size = batch_size
         self.max_pixels = max_pixels

@@ -5,12 +5,14 @@ offline alternative, the file and line; exit code 2; never a traceback; `--dry-r
 without training. Runs `main` in-process (the console script only calls it) to stay fast.
 """
 import json
+import os
 import shutil
 from pathlib import Path
 
 import pytest
 
 from fmit_plugin.commands import main
+from fmit_plugin.common.directory_lock import DirectoryLock
 from fmit_plugin.models.archival import archive_model
 from tests.bad_input_helpers import write_run
 
@@ -108,7 +110,7 @@ def archive(tmp_path):
 def test_evaluating_data_with_an_unseen_type_names_file_line_and_label(archive, capsys):
     path = BAD_INPUT / "reader" / "unseen_type.txt"
     line = _fails(["evaluate", str(archive), str(path)], capsys)
-    assert f"{path}:6: word 2 ('Coachella') has label 'B-EVENT'" in line
+    assert f"{path}:8: word 2 ('Coachella') has label 'B-EVENT'" in line
     assert "O, B-PER, I-PER, B-LOC, I-LOC" in line
 
 
@@ -137,7 +139,7 @@ def test_a_test_set_with_a_type_training_lacks_fails_before_training(tiny_bert, 
     config.update(test_data_path=str(unseen), evaluate_on_test=True)
     (tmp_path / "config.json").write_text(json.dumps(config))
     line = _fails(["train", str(tmp_path / "config.json"), "-s", str(tmp_path / "run")], capsys)
-    assert f"{unseen}:6: word 2 ('Coachella') has label 'B-EVENT'" in line
+    assert f"{unseen}:8: word 2 ('Coachella') has label 'B-EVENT'" in line
     assert "only in test_data_path can be neither learnt nor scored" in line
     assert not (tmp_path / "run" / "best.th").exists()
 
@@ -148,3 +150,76 @@ def test_evaluate_refuses_to_write_over_its_input(archive, tmp_path, capsys):
     for flag in ("--output-file", "--predictions-output-file"):
         assert "is the input file" in _fails(["evaluate", str(archive), str(data), flag, str(data)], capsys)
     assert data.read_bytes() == (BAD_INPUT / "reader" / "good.txt").read_bytes()
+
+
+# ------------------------------------------------------------------ issue 16: typed values, epochs, ext vars
+def _valid_config(tiny_bert, data_dir, tmp_path) -> dict:
+    return json.loads(_config("valid.json", tiny_bert, data_dir, tmp_path / "valid.json").read_text())
+
+
+TYPED_VALUES = [
+    (("trainer", "num_epochs"), "three", 'trainer.num_epochs: expected an integer, got "three" (a string)'),
+    (("data_loader", "batch_size"), "16", 'data_loader.batch_size: expected an integer, got "16" (a string)'),
+    (("trainer", "optimizer", "lr"), "x", 'trainer.optimizer.lr: expected a number, got "x" (a string)'),
+    (("model", "dropout"), "a", 'model.dropout: expected a number or null, got "a" (a string)'),
+]
+
+
+@pytest.mark.parametrize(("keys", "value", "expected"), TYPED_VALUES, ids=[".".join(c[0]) for c in TYPED_VALUES])
+def test_a_string_where_a_number_belongs_names_key_type_and_value(keys, value, expected, tiny_bert, data_dir,
+                                                                  tmp_path, capsys):
+    config = _valid_config(tiny_bert, data_dir, tmp_path)
+    block = config
+    for key in keys[:-1]:
+        block = block[key]
+    block[keys[-1]] = value
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    line = _fails(["train", str(tmp_path / "config.json"), "-s", str(tmp_path / "run")], capsys)
+    assert expected in line
+    assert not (tmp_path / "run").exists()  # refused before anything is written
+
+
+@pytest.mark.parametrize("epochs", [0, -2])
+def test_no_epochs_is_refused_before_anything_is_written(epochs, tiny_bert, data_dir, tmp_path, capsys):
+    config = _valid_config(tiny_bert, data_dir, tmp_path)
+    config["trainer"]["num_epochs"] = epochs
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    line = _fails(["train", str(tmp_path / "config.json"), "-s", str(tmp_path / "run")], capsys)
+    assert f"trainer.num_epochs must be at least 1, got {epochs}" in line
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_unset_ext_var_used_as_a_path_is_named(tiny_bert, data_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("FMIT_TEST_TRAIN_FILE", raising=False)
+    config = _valid_config(tiny_bert, data_dir, tmp_path)
+    text = json.dumps(config).replace(json.dumps(config["train_data_path"]), 'std.extVar("FMIT_TEST_TRAIN_FILE")')
+    (tmp_path / "config.jsonnet").write_text(text)
+    line = _fails(["train", str(tmp_path / "config.jsonnet"), "-s", str(tmp_path / "run")], capsys)
+    assert "train_data_path" in line and "std.extVar(FMIT_TEST_TRAIN_FILE), which is not set" in line
+    assert "data file not found" not in line
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_data_file_that_is_a_fifo_is_refused_without_opening_it(tiny_bert, data_dir, tmp_path, capsys):
+    os.mkfifo(tmp_path / "train.fifo")
+    config = _valid_config(tiny_bert, data_dir, tmp_path)
+    config["train_data_path"] = str(tmp_path / "train.fifo")
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    line = _fails(["train", str(tmp_path / "config.json"), "-s", str(tmp_path / "run"), "--dry-run"], capsys)
+    assert f"train_data_path: data file {tmp_path / 'train.fifo'} is a FIFO" in line
+
+
+# ------------------------------------------------------------------ issue 16: one training per directory
+def test_a_second_train_into_a_live_run_directory_is_refused(tiny_bert, data_dir, tmp_path, capsys):
+    config = _config("valid.json", tiny_bert, data_dir, tmp_path / "valid.json")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "best.th").write_bytes(b"the live run's")
+    # A lock held through another open file counts as another process's (flock is per open file).
+    with DirectoryLock(run):
+        for flags in ([], ["-f"], ["-r"]):
+            line = _fails(["train", str(config), "-s", str(run), *flags], capsys)
+            assert f"{run} is in use by a running train (pid {os.getpid()} on" in line
+        assert (run / "best.th").read_bytes() == b"the live run's"  # -f deleted nothing
+    main(argv=["train", str(config), "-s", str(run), "-f", "--dry-run"])  # free again once released
+    assert not (run / "best.th").exists()

@@ -1,7 +1,12 @@
 import gzip
 import hashlib
 import json
+import os
+import signal
+import subprocess
+import sys
 import tarfile
+import tempfile
 import zlib
 from pathlib import Path
 
@@ -10,7 +15,8 @@ from tango.common import Params
 from tango.common.exceptions import ConfigurationError
 
 from fmit_plugin.commands.train import train_model
-from fmit_plugin.models.archival import archive_model, load_archive
+from fmit_plugin.models.archival import archive_model, load_archive, max_unpacked_bytes
+from fmit_plugin.vision.feature_store import FeatureStore
 from tests.conftest import tiny_config
 
 
@@ -196,3 +202,141 @@ def test_archive_writing_is_atomic(small_run, monkeypatch):
         archive_model(small_run)
     assert archive.read_bytes() == before  # the old archive is untouched
     assert sorted(p.name for p in small_run.iterdir()) == ["best.th", "config.json", "model.tar.gz", "vocabulary"]
+
+
+# ------------------------------------------------------------------ issue 16: bounded, self-contained loading
+def test_an_archive_that_unpacks_past_the_limit_is_refused(small_run, tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setenv("FMIT_ARCHIVE_MAX_UNPACKED_BYTES", "2000000")
+
+    def add_bomb(folder: Path) -> None:
+        (folder / "zeros.bin").write_bytes(bytes(5_000_000))  # compresses to a few kilobytes
+
+    bomb = _repack(small_run / "model.tar.gz", tmp_path / "bomb.tar.gz", add_bomb)
+    assert bomb.stat().st_size < 100_000
+    with pytest.raises(ConfigurationError, match=r"bomb\.tar\.gz unpacks to more than 2,000,000 bytes \('zeros\.bin'"):
+        load_archive(bomb)
+    assert not list((tmp_path / "tmp").iterdir())  # the partial extraction went with its folder
+    monkeypatch.setenv("FMIT_ARCHIVE_MAX_UNPACKED_BYTES", "20000000")  # configurable: a larger cap admits it
+    assert load_archive(bomb).model is not None
+
+
+def test_the_default_unpack_limit_is_twenty_times_the_archive_within_floor_and_cap(tmp_path, monkeypatch):
+    archive = tmp_path / "a.tar.gz"
+    with open(archive, "wb") as handle:
+        handle.truncate(14 * 2**20)  # sparse: only the size matters
+    assert max_unpacked_bytes(archive) == 20 * 14 * 2**20  # 280 MB: a 3 GB bomb is stopped there
+    with open(archive, "wb") as handle:
+        handle.truncate(1000)
+    assert max_unpacked_bytes(archive) == 100 * 2**20  # small archives may compress well
+    monkeypatch.setenv("FMIT_ARCHIVE_MAX_UNPACKED_RATIO", "2")
+    monkeypatch.setenv("FMIT_ARCHIVE_MAX_UNPACKED_BYTES", "50")
+    assert max_unpacked_bytes(archive) == 50
+
+
+def _with_config(run: Path, target: Path, edit) -> Path:
+    def change(folder: Path) -> None:
+        config = json.loads((folder / "config.json").read_text())
+        edit(config)
+        (folder / "config.json").write_text(json.dumps(config))
+
+    return _repack(run / "model.tar.gz", target, change)
+
+
+def test_a_config_error_inside_an_archive_names_the_archive(small_run, tmp_path):
+    archive = _with_config(small_run, tmp_path / "typed.tar.gz", lambda c: c["model"].update(dropout="a"))
+    with pytest.raises(ConfigurationError) as info:
+        load_archive(archive)
+    assert str(archive) in str(info.value) and 'model.dropout: expected a number or null, got "a"' in str(info.value)
+    assert "fmit_archive_" not in str(info.value)
+
+    def unparsable(folder: Path) -> None:
+        (folder / "config.json").write_text("{")
+
+    broken = _repack(small_run / "model.tar.gz", tmp_path / "broken.tar.gz", unparsable)
+    with pytest.raises(ConfigurationError, match=rf"{broken}!config.json") as info:
+        load_archive(broken)
+    assert "fmit_archive_" not in str(info.value)
+
+
+SIGTERM_DURING_LOAD = """
+import sys, time
+from fmit_plugin.models import archival
+def slow_check(*args):
+    print(args[1], flush=True)  # the temporary folder
+    time.sleep(120)
+archival._check_meta = slow_check
+archival.load_archive(sys.argv[1])
+"""
+
+
+def test_sigterm_while_loading_removes_the_temporary_folder(small_run, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2]), "TMPDIR": str(tmp_path)}
+    loader = subprocess.Popen([sys.executable, "-c", SIGTERM_DURING_LOAD, str(small_run / "model.tar.gz")],
+                              stdout=subprocess.PIPE, text=True, env=env)
+    assert loader.stdout is not None
+    folder = Path(loader.stdout.readline().strip())
+    assert folder.name.startswith(f"fmit_archive_{loader.pid}_") and folder.is_dir()
+    loader.send_signal(signal.SIGTERM)
+    assert loader.wait(timeout=60) == 128 + signal.SIGTERM
+    assert not folder.exists()
+
+
+def test_folders_of_dead_loaders_are_removed_at_the_next_load(small_run, tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = tmp_path / f"fmit_archive_{dead.pid}_abc"
+    alive = tmp_path / f"fmit_archive_{os.getppid()}_def"
+    unknown = tmp_path / "fmit_archive_xyz"  # no pid in the name: whose it is cannot be told
+    for folder in (stale, alive, unknown):
+        (folder / "vocabulary").mkdir(parents=True)
+    load_archive(small_run / "model.tar.gz")
+    assert not stale.exists() and alive.exists() and unknown.exists()
+
+
+@pytest.fixture
+def visual_run(tmp_path):
+    """An archive whose reader extracts visual objects into a store at an absolute and a relative path."""
+    from PIL import Image
+
+    from tests.bad_input_helpers import write_run
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(2):
+        Image.new("RGB", (32, 32), (100 * i, 50, 50)).save(images / f"{i}.jpg")
+    (tmp_path / "data.txt").write_text("IMGID:0\nObama\tB-PER\n\nIMGID:1\nParis\tB-LOC\n")
+    run = write_run(tmp_path / "visual_run", {"type": "test_hashing"})
+    config = json.loads((run / "config.json").read_text())
+    config["dataset_reader"] = {"type": "twitter_mner", "image_dir": str(images),
+                                "visual_objects": {"backbone": {"type": "efficientnet_lite"},
+                                                   "store_path": str(tmp_path / "elsewhere" / "deep" / "store.sqlite")}}
+    config["validation_dataset_reader"] = json.loads(json.dumps(config["dataset_reader"]))
+    config["validation_dataset_reader"]["visual_objects"]["store_path"] = "runs/visual_features.sqlite"
+    (run / "config.json").write_text(json.dumps(config))
+    archive_model(run)
+    return run / "model.tar.gz"
+
+
+def test_loading_an_archive_writes_no_feature_store_unless_asked(visual_run, tmp_path, monkeypatch):
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    archive = load_archive(visual_run)
+    for reader in (archive.dataset_reader, archive.validation_dataset_reader):
+        assert len(reader.read(str(tmp_path / "data.txt"))) == 2  # features computed, kept in memory
+    assert not (tmp_path / "elsewhere").exists() and not list(cwd.iterdir())
+
+    mine = tmp_path / "mine.sqlite"  # a store the user names gets the new features
+    load_archive(visual_run, feature_store=mine).dataset_reader.read(str(tmp_path / "data.txt"))
+    assert len(FeatureStore(mine)) == 2
+    before = mine.read_bytes()
+
+    # An existing store of the config is read, read-only: every tweet a hit, the file untouched.
+    reader = load_archive(visual_run, overrides={"dataset_reader.visual_objects.store_path": str(mine)}).dataset_reader
+    reader.read(str(tmp_path / "data.txt"))
+    assert reader.last_visual_summary is not None and reader.last_visual_summary.cache_hits == 2
+    assert mine.read_bytes() == before
+    assert not (tmp_path / "elsewhere").exists() and not list(cwd.iterdir())

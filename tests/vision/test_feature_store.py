@@ -4,6 +4,7 @@ import signal
 import sqlite3
 import time
 
+import pytest
 import torch
 
 from fmit_plugin.vision.feature_store import FeatureStore, StoredObjects
@@ -79,3 +80,24 @@ def test_store_pickles_without_its_connection(tmp_path):
     copy = pickle.loads(pickle.dumps(store))
     assert torch.equal(copy.get("a").features, _objects(1).features)
 
+
+
+def test_a_read_only_store_reads_the_file_and_keeps_new_entries_in_memory(tmp_path):
+    path = tmp_path / "store.sqlite"
+    FeatureStore(path).put_many({"a": _objects(1)})
+    before = path.read_bytes()
+    store = FeatureStore(path, read_only=True)
+    assert torch.equal(store.get("a").features, _objects(1).features)
+    store.put_many({"b": _objects(2)})
+    assert torch.equal(store.get("b").features, _objects(2).features) and len(store) == 2
+    assert path.read_bytes() == before and FeatureStore(path).get("b") is None
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):  # the file cannot be written through it
+        store._connection().execute("DELETE FROM objects")
+
+
+def test_a_read_only_store_without_a_file_creates_none(tmp_path):
+    store = FeatureStore(tmp_path / "absent" / "store.sqlite", read_only=True)
+    assert store.get("a") is None and len(store) == 0
+    store.put_many({"a": _objects(1)})
+    assert store.get("a") is not None
+    assert not (tmp_path / "absent").exists()

@@ -1,5 +1,7 @@
 """Phrase grounders: tiny random zero-shot detectors (OWL-ViT, OWLv2, Grounding DINO), sidecars, whole image, grid."""
 import json
+import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -448,3 +450,47 @@ def test_every_grounder_builds_from_config(tmp_path, tiny_owlvit):
     assert isinstance(built["whole_image"], WholeImageGrounder)
     assert isinstance(built["grid"], GridGrounder) and built["grid"].k == 7
     assert len({grounder.cache_key() for grounder in built.values()}) == 4
+
+
+@pytest.fixture
+def no_hang():
+    """A read that blocks (a FIFO) fails the test after 10 s instead of hanging the suite."""
+    def expire(signum, frame):
+        raise TimeoutError("the sidecar read blocked")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(10)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)
+
+
+def test_precomputed_refuses_a_fifo_without_opening_it(tmp_path, no_hang):
+    os.mkfifo(tmp_path / "groundings.jsonl")
+    with pytest.raises(ConfigurationError, match=r"groundings sidecar .*groundings\.jsonl is a FIFO"):
+        PrecomputedGrounder(str(tmp_path / "groundings.jsonl"))
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="needs /dev/zero")
+def test_precomputed_refuses_a_device_without_reading_it(no_hang):
+    with pytest.raises(ConfigurationError, match="/dev/zero is a character device: only regular files"):
+        PrecomputedGrounder("/dev/zero")
+
+
+def test_precomputed_refuses_a_folder_and_an_oversized_file(tmp_path):
+    with pytest.raises(ConfigurationError, match="is a folder"):
+        PrecomputedGrounder(str(tmp_path))
+    path = write_sidecar(tmp_path / "g.jsonl", SIDECAR)
+    with pytest.raises(ConfigurationError, match=r"over the limit of 100 bytes"):
+        PrecomputedGrounder(str(path), max_bytes=100)
+    assert PrecomputedGrounder(str(path), max_bytes=path.stat().st_size).regions
+
+
+def test_precomputed_names_file_and_line_of_text_that_is_not_utf8(tmp_path):
+    path = write_sidecar(tmp_path / "latin1.jsonl", SIDECAR)
+    line = json.dumps({"image_id": "7", "regions": [{"phrase": "Müller", "span": [0, 0], "box": [0, 0, 1, 1]}]},
+                      ensure_ascii=False)  # "ü" is the 44th character
+    with open(path, "ab") as handle:
+        handle.write(line.encode("latin-1") + b"\n")
+    with pytest.raises(ConfigurationError, match=r"latin1\.jsonl, line 3: not UTF-8 \(byte 0xfc at column 44\)"):
+        PrecomputedGrounder(str(path))
