@@ -43,9 +43,15 @@ class CrfTagger(Model):
         Dropout on the embeddings and on the encoder output.
     verbose_metrics : `bool`, optional (default = `True`)
         Report per-type precision / recall / F1 beside the overall figures.
+    max_words : `int`, optional (default = `10_000`)
+        Longest tweet accepted, in words; a longer one is an `InputTooLongError` (the predictor's
+        line error) at once. Text embedders window long input, so any length works, but the CRF
+        decodes word by word: 200,000 words take a minute even with a tiny model. `null` removes
+        the limit.
     """
 
     default_predictor = "sentence_tagger"
+    length_limit_reason = "the CRF decodes word by word, so time grows with the length"
 
     def __init__(
         self,
@@ -60,8 +66,9 @@ class CrfTagger(Model):
         use_crf: bool = True,
         dropout: Optional[float] = None,
         verbose_metrics: bool = True,
+        max_words: Optional[int] = 10_000,
     ) -> None:
-        super().__init__(vocab)
+        super().__init__(vocab, max_words)
         require_bio(label_encoding)
         self.label_namespace = label_namespace
         self.text_field_embedder = text_field_embedder
@@ -104,6 +111,7 @@ class CrfTagger(Model):
 
         Returns `logits`, `mask`, `tags` (predicted ids) and, with gold tags, `loss`.
         """
+        self.check_lengths(len(sentence) for sentence in words)
         embedded, mask = self.text_field_embedder(words)  # (batch, words, dim), (batch, words)
         if self.dropout is not None:
             embedded = self.dropout(embedded)
