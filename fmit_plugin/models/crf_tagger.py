@@ -46,8 +46,8 @@ class CrfTagger(Model):
     max_words : `int`, optional (default = `10_000`)
         Longest tweet accepted, in words; a longer one is an `InputTooLongError` (the predictor's
         line error) at once. Text embedders window long input, so any length works, but the CRF
-        decodes word by word: 200,000 words take a minute even with a tiny model. `null` removes
-        the limit.
+        decodes word by word, so a line of 200,000 words would hold the run up for a long time.
+        `null` removes the limit.
     """
 
     default_predictor = "sentence_tagger"

@@ -19,6 +19,13 @@ class Model(TangoModel):
     A registrable `torch.nn.Module` built with a `Vocabulary`. `forward(**batch)` returns a dict
     holding `loss` when gold tags are given; `get_metrics(reset)` reports accumulated metrics;
     `make_output_human_readable` turns ids into labels and entity dicts for the predictor.
+
+    # Parameters
+
+    vocab : `Vocabulary`
+    max_words : `int`, optional (default = `None`: no limit)
+        Longest tweet `check_lengths` accepts; subclasses give their own default and their
+        `length_limit_reason`.
     """
 
     default_predictor: Optional[str] = None

@@ -117,7 +117,7 @@ def _file_kind(mode: int) -> str:
     return "not a regular file"
 
 
-def check_image_file(path: Optional[str], max_bytes: int = MAX_IMAGE_BYTES) -> Optional[LoadedImage]:
+def _refused_by_stat(path: Optional[str], max_bytes: int = MAX_IMAGE_BYTES) -> Optional[LoadedImage]:
     """
     What `load_image` would refuse about `path` from `stat` alone, without opening it: the failure,
     or `None` when the file is worth reading. Only regular files of 1 to `max_bytes` bytes pass:
@@ -149,7 +149,7 @@ def load_image(path: Optional[str], max_pixels: int = 89_478_485, max_bytes: int
     """
     Reads `path` as an RGB image; never raises for a bad file (see `LoadedImage.status`).
 
-    `check_image_file` vets the path before a byte is read. The bytes are then read once (at most
+    `_refused_by_stat` vets the path before a byte is read. The bytes are then read once (at most
     `max_bytes`, should the file grow meanwhile), hashed and decoded from memory, so the file cannot
     change between the two. Truncated files are errors ("corrupt"): `ImageFile.LOAD_TRUNCATED_IMAGES`
     is left alone.
@@ -164,7 +164,7 @@ def load_image(path: Optional[str], max_pixels: int = 89_478_485, max_bytes: int
     max_bytes : `int`, optional (default = `MAX_IMAGE_BYTES`, 50 MB)
         Larger files are "too_large", refused from `stat` without being opened.
     """
-    refused = check_image_file(path, max_bytes)
+    refused = _refused_by_stat(path, max_bytes)
     if refused is not None:
         return refused
     assert path is not None
