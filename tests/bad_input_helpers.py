@@ -4,12 +4,15 @@ import zlib
 from pathlib import Path
 from typing import Optional
 
+import numpy
 import torch
+from PIL import Image
 from tango.common import Params
 
 from fmit_plugin.data.vocabulary import Vocabulary
 from fmit_plugin.models.model import Model
 from fmit_plugin.modules.token_embedders.token_embedder import TokenEmbedder
+from fmit_plugin.vision.backbones import ImageBackbone
 
 LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
 
@@ -44,19 +47,41 @@ class HashingEmbedder(TokenEmbedder):
         return self.embedding(ids) * mask.unsqueeze(-1), mask
 
 
-def write_run(directory: Path, embedder: dict) -> Path:
-    """A serialization directory (config.json, vocabulary/, best.th) of an untrained tagger:
-    everything `load_archive` needs, without training."""
-    config = {"dataset_reader": {"type": "twitter_mner"},
-              "model": {"type": "crf_tagger", "text_field_embedder": embedder},
+@ImageBackbone.register("test_mean_colour", exist_ok=True)
+class MeanColourBackbone(ImageBackbone):
+    """A 3-d "feature": each image's mean colour, so tests see which image a feature came from."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.ones(1), requires_grad=False)
+
+    def get_output_dim(self) -> int:
+        return 3
+
+    def cache_key(self) -> str:
+        return "mean-colour"
+
+    def _feature_map(self, images: list[Image.Image]) -> torch.Tensor:
+        means = [numpy.asarray(image, dtype=numpy.float32).mean(axis=(0, 1)) / 255.0 for image in images]
+        return torch.tensor(numpy.stack(means)).view(len(images), 3, 1, 1) * self.scale
+
+
+def write_run(directory: Path, embedder: dict, dataset_reader: Optional[dict] = None,
+              model: Optional[dict] = None) -> Path:
+    """A serialization directory (config.json, vocabulary/, best.th) of an untrained tagger
+    (`crf_tagger` unless `model` gives another type and its keys): everything `load_archive`
+    needs, without training."""
+    model_config = {"type": "crf_tagger", **(model or {}), "text_field_embedder": embedder}
+    config = {"dataset_reader": dataset_reader or {"type": "twitter_mner"},
+              "model": model_config,
               "data_loader": {"batch_size": 8}}
     vocab = Vocabulary({"labels": LABELS})
     torch.manual_seed(0)
-    model = Model.from_params(Params(json.loads(json.dumps(config["model"]))), vocab=vocab)
+    tagger = Model.from_params(Params(json.loads(json.dumps(config["model"]))), vocab=vocab)
     with torch.no_grad():  # mostly O, with some entities, so outputs have both
-        model.tagging_head.projection.bias.copy_(torch.tensor([1.5, 0.3, 0.3, 0.3, 0.0]))
+        tagger.tagging_head.projection.bias.copy_(torch.tensor([1.5, 0.3, 0.3, 0.3, 0.0]))
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "config.json").write_text(json.dumps(config), encoding="utf-8")
     vocab.save_to_files(directory / "vocabulary")
-    torch.save(model.state_dict(), directory / "best.th")
+    torch.save(tagger.state_dict(), directory / "best.th")
     return directory

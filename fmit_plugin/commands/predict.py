@@ -11,11 +11,13 @@ more than one window, so memory stays flat over any number of lines.
 import argparse
 import json
 import logging
+import math
 import os
 import re
+import stat
 import sys
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Optional, Union
 
@@ -27,6 +29,7 @@ from fmit_plugin.data.dataset_reader import DatasetReader
 from fmit_plugin.data.instance import TaggingInstance
 from fmit_plugin.models.archival import load_archive
 from fmit_plugin.predictors.predictor import Predictor
+from fmit_plugin.vision.image_loading import ImageLoadReport
 from fmit_plugin.visualization.prediction_picture import save_prediction_picture
 
 logger = logging.getLogger(__name__)
@@ -130,13 +133,12 @@ def predict_file(
     length inside the window: random tweet lengths would otherwise leave much of each batch padding."""
     if batch_size < 1:
         raise ConfigurationError(f"--batch-size must be at least 1, got {batch_size}")
+    stream = _is_stream(input_file)
     if sort_window is None:
-        sort_window = batch_size if input_file == "-" else 8 * batch_size
+        sort_window = batch_size if stream else 8 * batch_size
     if sort_window < batch_size:
         raise ConfigurationError(f"--sort-window ({sort_window}) must be at least --batch-size ({batch_size})")
-    if input_file != "-" and not Path(input_file).is_file():
-        raise ConfigurationError(f"Input file not found: {input_file}")
-    if output_file and input_file != "-" and Path(output_file).exists() and os.path.samefile(input_file, output_file):
+    if output_file and not stream and Path(output_file).exists() and os.path.samefile(input_file, output_file):
         # Opening the output would empty the input before a line of it is read.
         raise ConfigurationError(f"--output-file {output_file} is the input file: it would be overwritten")
     archive = load_archive(archive_file, cuda_device=cuda_device, overrides=overrides, feature_store=feature_store)
@@ -149,10 +151,11 @@ def predict_file(
             raise ConfigurationError(f"Cannot create --render-dir {render_dir}: {error.strerror}") from error
     errors = 0
     unrendered = 0
+    images = ImageCounts()
     with PredictionWriter(output_file, echo=not silent) as writer:
         items = _input_items(input_file, archive.validation_dataset_reader if use_dataset_reader else None)
         for window in _chunks(items, sort_window):
-            results = _predict_batch(predictor, window, batch_size)
+            results = _predict_batch(predictor, window, batch_size, images)
             errors += sum(1 for result in results if "error" in result)
             first_line = writer.lines_written + 1
             # The lines first: a picture that cannot be drawn must not cost its prediction.
@@ -163,16 +166,75 @@ def predict_file(
                 unrendered += _render(results, first_line, Path(render_dir))
     if unrendered:
         logger.warning("%d pictures could not be drawn in %s (the predictions are written)", unrendered, render_dir)
+    images.log()
     return errors
+
+
+@dataclass
+class ImageCounts:
+    """
+    What became of the images the input asked for, for the one summary line at the end of a run
+    (each line's own `"warnings"` say it for that line).
+
+    # Parameters
+
+    report : `ImageLoadReport`
+        Outcomes of the images the model's visual objects were extracted from.
+    ignored : `int`
+        Images asked for that the model never looked at (a text-only model, a tweet without words).
+    """
+
+    report: ImageLoadReport = field(default_factory=ImageLoadReport)
+    ignored: int = 0
+
+    def add(self, instance: TaggingInstance) -> None:
+        if not (instance.image_id or instance.image_path):
+            return
+        if instance.visual is None:
+            self.ignored += 1
+        else:
+            self.report.count(instance.visual.image_status, instance.visual.image_message)
+
+    def line(self) -> Optional[str]:
+        """E.g. "images: 3 read, 4 empty (missing 2, corrupt 1, not_a_file 1)"; `None` if none was asked for."""
+        parts = [self.report.summary()] if self.report.total else []
+        if self.ignored:
+            parts.append(f"{self.ignored} images ignored (a text-only model, or a tweet without words)")
+        return "; ".join(parts) or None
+
+    def log(self) -> None:
+        line = self.line()
+        if line is not None:
+            logger.log(logging.WARNING if self.report.failures or self.ignored else logging.INFO, line)
 
 
 # ------------------------------------------------------------------ input
 
 
+def _is_stream(input_file: str) -> bool:
+    """Whether the input is read as it comes, as stdin is: `-`, a pipe (`<(cat f)`, `/dev/fd/N`),
+    a FIFO, a terminal or a socket. A regular file is the other choice; anything else (a missing
+    path, a folder) is an error naming it."""
+    if input_file == "-":
+        return True
+    try:
+        mode = os.stat(input_file).st_mode
+    except FileNotFoundError as error:
+        raise ConfigurationError(f"Input file not found: {input_file}") from error
+    except (OSError, ValueError) as error:
+        raise ConfigurationError(f"Input file {input_file} cannot be opened: {error}") from error
+    if stat.S_ISREG(mode):
+        return False
+    if stat.S_ISFIFO(mode) or stat.S_ISCHR(mode) or stat.S_ISSOCK(mode):
+        return True
+    kind = "a folder" if stat.S_ISDIR(mode) else "a block device"
+    raise ConfigurationError(f"Input file {input_file} is {kind}, not a file or a pipe")
+
+
 def _input_items(input_file: str, reader: Optional[DatasetReader]) -> Iterator[InputItem]:
     if reader is not None:
-        if input_file == "-":
-            raise ConfigurationError("--use-dataset-reader needs a file, not stdin")
+        if _is_stream(input_file):
+            raise ConfigurationError(f"--use-dataset-reader needs a regular file, not {input_file} (stdin or a pipe)")
         for instance in reader.stream(input_file):
             yield InputItem(None, instance.metadata.get("source"), instance)
         return
@@ -181,6 +243,10 @@ def _input_items(input_file: str, reader: Optional[DatasetReader]) -> Iterator[I
         return
     with open(input_file, "rb") as handle:
         yield from _json_lines(handle)
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON (RFC 8259 has no NaN or Infinity); quote it")
 
 
 def _json_lines(handle: Iterable[bytes]) -> Iterator[InputItem]:
@@ -201,12 +267,12 @@ def _json_lines(handle: Iterable[bytes]) -> Iterator[InputItem]:
             yield InputItem(number, None, ValueError(f"line {number} is blank"))
             continue
         try:
-            yield InputItem(number, None, json.loads(text))
+            yield InputItem(number, None, json.loads(text, parse_constant=_refuse_constant))
         except json.JSONDecodeError as error:
             yield InputItem(number, None, ValueError(f"line {number} is not valid JSON: {error.msg}"))
         except (ValueError, RecursionError) as error:
-            # Hostile JSON the decoder refuses: nesting deeper than the recursion limit, or an
-            # integer with more digits than Python converts.
+            # Hostile JSON the decoder refuses: nesting deeper than the recursion limit, an
+            # integer with more digits than Python converts, NaN or Infinity.
             yield InputItem(number, None, ValueError(f"line {number} is not usable JSON: {error}"))
 
 
@@ -225,12 +291,13 @@ def _chunks(items: Iterable[InputItem], size: int) -> Iterator[list[InputItem]]:
 
 
 def _predict_batch(
-    predictor: Predictor, items: list[InputItem], batch_size: Optional[int] = None
+    predictor: Predictor, items: list[InputItem], batch_size: Optional[int] = None,
+    images: Optional[ImageCounts] = None,
 ) -> list[dict[str, Any]]:
     """Exactly one result per item, in order. The good items are predicted in batches of
     `batch_size` (default: all together) made of tweets of similar length; a bad item becomes its
     `failure` in its place. If the model fails on a batch, its items are retried one by one, so only
-    the item that breaks the model fails."""
+    the item that breaks the model fails. `images` counts what became of the items' images."""
     results: list[Optional[dict[str, Any]]] = [None] * len(items)
     instances: list[TaggingInstance] = []
     slots: list[int] = []
@@ -248,6 +315,9 @@ def _predict_batch(
             slots.append(slot)
         except Exception as error:  # noqa: BLE001 - any failure here belongs to this line only
             results[slot] = item.failure(_describe(error))
+    if images is not None:
+        for instance in instances:
+            images.add(instance)
     # Batched as evaluation batches: by the model's lengths (word pieces), near-equal ones by words.
     sampler = BucketBatchSampler(batch_size=batch_size or max(len(instances), 1), shuffle=False)
     for chosen in sampler.batches(instances, lengths=predictor.model.sorting_lengths(instances)):
@@ -306,16 +376,37 @@ def _render(results: list[dict[str, Any]], first_line: int, folder: Path) -> int
     return failed
 
 
+# Characters that end a line for some readers (Python's `str.splitlines`, JavaScript) though not
+# for JSON: written as escapes, so every JSON-lines reader finds one line where we wrote one.
+_LINE_BREAKS = str.maketrans({"\u2028": "\\u2028", "\u2029": "\\u2029", "\x85": "\\u0085"})
+
+
 def to_json_line(result: dict[str, Any], encoding: str = "utf-8") -> str:
-    """`result` as one JSON line, readable UTF-8 where possible. A lone surrogate (valid in a JSON
-    escape, so it can arrive in input, but not encodable) or a character the target encoding lacks
-    makes the line fall back to ASCII escapes: the same JSON value either way."""
-    text = json.dumps(result, ensure_ascii=False)
+    """`result` as one line of strict JSON, readable UTF-8 where possible. A lone surrogate (valid
+    in a JSON escape, so it can arrive in input, but not encodable) or a character the target
+    encoding lacks makes the line fall back to ASCII escapes: the same JSON value either way. A
+    float that is not finite (JSON has no NaN) is written as a string ("NaN", "Infinity")."""
+    try:
+        text = json.dumps(result, ensure_ascii=False, allow_nan=False)
+    except ValueError:
+        result = _finite(result)
+        text = json.dumps(result, ensure_ascii=False, allow_nan=False)
     try:
         text.encode(encoding)
     except (UnicodeEncodeError, LookupError):
-        text = json.dumps(result, ensure_ascii=True)
-    return text
+        text = json.dumps(result, ensure_ascii=True, allow_nan=False)
+    return text.translate(_LINE_BREAKS)
+
+
+def _finite(value: Any) -> Any:
+    """`value` with every non-finite float replaced by its name as a string."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
 
 
 class PredictionWriter:
@@ -345,15 +436,27 @@ class PredictionWriter:
                 raise ConfigurationError(f"Cannot write --output-file {self.output_file}: {error.strerror}") from error
         return self
 
-    def __exit__(self, *exc_info: Any) -> None:
+    def __exit__(self, exc_type: Any, *exc_info: Any) -> None:
         if self._output is not None:
-            self._output.close()
+            output, self._output = self._output, None
+            try:
+                output.close()
+            except OSError as error:
+                if exc_type is None:  # else the first failure is the one to report
+                    raise self._write_error(error) from error
+
+    def _write_error(self, error: OSError) -> OSError:
+        return OSError(f"Cannot write --output-file {self.output_file}: {error.strerror or error}")
 
     def write(self, results: list[dict[str, Any]]) -> bool:
-        """Write and flush one window of results; `False` once there is nowhere left to write."""
+        """Write and flush one window of results; `False` once there is nowhere left to write. A
+        failed write (a full disk, `/dev/full`) is an `OSError` naming the output."""
         if self._output is not None:
-            self._output.write("".join(to_json_line(result) + "\n" for result in results))
-            self._output.flush()
+            try:
+                self._output.write("".join(to_json_line(result) + "\n" for result in results))
+                self._output.flush()
+            except OSError as error:
+                raise self._write_error(error) from error
         if self.echo:
             encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
             try:
@@ -366,5 +469,7 @@ class PredictionWriter:
                 os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
                 if self._output is None:
                     return False
+            except OSError as error:
+                raise OSError(f"Cannot write to stdout: {error.strerror or error}") from error
         self.lines_written += len(results)
         return True

@@ -1,5 +1,6 @@
 """Reader for the Twitter-2015 / Twitter-2017 multi-modal NER files (IMGID blocks of token<TAB>label)."""
 import logging
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -8,6 +9,7 @@ from typing import Optional, Union
 
 from fmit_plugin.data.dataset_reader import DatasetReader
 from fmit_plugin.data.instance import TaggingInstance
+from fmit_plugin.vision.image_loading import is_url
 from fmit_plugin.vision.visual_object_extractor import ExtractionSummary, VisualObjectExtractor
 
 logger = logging.getLogger(__name__)
@@ -56,6 +58,11 @@ def _is_file(path: str) -> bool:
         return Path(path).is_file()
     except (OSError, ValueError):
         return False
+
+
+def _names_a_path(image: str) -> bool:
+    """Whether a predictor's `"image"` is meant as a path (or a URL) rather than an image id."""
+    return is_url(image) or "/" in image or os.sep in image or os.path.lexists(image)
 
 
 def _not_utf8(undecodable: "re.Match[str]") -> str:
@@ -229,11 +236,17 @@ class TwitterMnerReader(DatasetReader):
         for instance, visual in zip(instances, objects, strict=True):
             instance.visual = visual
             if visual.image_status != "ok" and (instance.image_id or instance.image_path):
+                # No path means the id was looked up and not found: say where it was looked for.
+                message = visual.image_message if instance.image_path else self._not_found(instance.image_id)
                 instance.warnings.append(
-                    f"image not used ({visual.image_status}: {visual.image_message}); "
-                    "the model saw the uniform empty image"
+                    f"image not used ({visual.image_status}: {message}); the model saw the uniform empty image"
                 )
         return summary
+
+    def _not_found(self, image_id: Optional[str]) -> str:
+        if self.image_dir is None:
+            return f"{image_id!r} is no file, and the dataset reader has no image_dir to look it up in"
+        return f"no image {image_id!r} in image_dir {self.image_dir}"
 
     def _read(self, file_path: Path) -> Iterator[TaggingInstance]:
         stats = self.last_statistics
@@ -361,9 +374,16 @@ class TwitterMnerReader(DatasetReader):
         self, words: list[str], tags: Optional[list[str]] = None, image: Optional[str] = None
     ) -> TaggingInstance:
         """`image` is an image id (looked up in `image_dir`) or a path to an image file. With
-        `visual_objects` configured, the instance gets its objects (from the store when cached)."""
+        `visual_objects` configured, the instance gets its objects (from the store when cached).
+        An image the model will not see is always said in `warnings`: why it could not be used, or
+        that the model is text-only, or that the tweet has no words."""
         instance = self._instance(words, tags, image, allow_path=True)
-        if self.visual_objects is not None and words:
+        if image and self.visual_objects is None:
+            instance.warnings.append("image ignored: this model is text-only (its dataset reader has no "
+                                     "visual_objects)")
+        elif image and not words:
+            instance.warnings.append("image not used: the tweet has no words to tag")
+        elif self.visual_objects is not None and words:
             self._attach_visual_objects([instance])
         return instance
 
@@ -388,6 +408,10 @@ class TwitterMnerReader(DatasetReader):
                 image_path = self.find_image(image)
             if image_path is None and self.image_dir is not None:
                 self.last_statistics.missing_images += 1
+            if image_path is None and allow_path and _names_a_path(image):
+                # A URL, a path or a thing that is no regular file (a folder, FIFO, device): the
+                # image loader says what is wrong with it, naming it, without reading it.
+                image_path = image
         metadata = {"source": source} if source else {}
         return TaggingInstance(
             words=words, tags=tags, image_id=image_id, image_path=image_path, metadata=metadata

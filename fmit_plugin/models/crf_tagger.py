@@ -52,9 +52,15 @@ class CrfTagger(Model):
     crf : `ConditionalRandomField`, optional (default = `None`, i.e. `{"type": "allennlp_light"}`)
         The CRF backend, e.g. `{"type": "pytorch_crf"}`; its other settings come from the keys above.
         Only with `use_crf`.
+    max_words : `int`, optional (default = `10_000`)
+        Longest tweet accepted, in words; a longer one is an `InputTooLongError` (the predictor's
+        line error) at once. Text embedders window long input, so any length works, but the CRF
+        decodes word by word, so a line of 200,000 words would hold the run up for a long time.
+        `null` removes the limit.
     """
 
     default_predictor = "sentence_tagger"
+    length_limit_reason = "the CRF decodes word by word, so time grows with the length"
 
     def __init__(
         self,
@@ -70,8 +76,9 @@ class CrfTagger(Model):
         dropout: Optional[float] = None,
         verbose_metrics: bool = True,
         crf: Optional[Lazy[ConditionalRandomField]] = None,
+        max_words: Optional[int] = 10_000,
     ) -> None:
-        super().__init__(vocab)
+        super().__init__(vocab, max_words)
         require_bio(label_encoding)
         self.label_namespace = label_namespace
         self.text_field_embedder = text_field_embedder
@@ -115,6 +122,7 @@ class CrfTagger(Model):
 
         Returns `logits`, `mask`, `tags` (predicted ids) and, with gold tags, `loss`.
         """
+        self.check_lengths(len(sentence) for sentence in words)
         embedded, mask = self.text_field_embedder(words)  # (batch, words, dim), (batch, words)
         if self.dropout is not None:
             embedded = self.dropout(embedded)

@@ -77,9 +77,17 @@ class Fmit(Model):
     crf : `ConditionalRandomField`, optional (default = `None`, i.e. `{"type": "allennlp_light"}`)
         The CRF backend of both the tagger and the boundary branch, e.g. `{"type": "pytorch_crf"}`; its
         other settings come from the keys above.
+    max_words : `int`, optional (default = `512`)
+        Longest tweet accepted, in words; a longer one is an `InputTooLongError` (the predictor's
+        line error) before anything is allocated. 512 is the flat lattice transformer's default
+        `max_distance` (farther positions all look alike) and keeps the lattice attention, whose
+        memory grows with the square of the cells, within a few hundred MB per tweet; tweets are
+        at most 280 characters. `null` removes the limit.
     """
 
     default_predictor = "sentence_tagger"
+    length_limit_reason = ("the lattice attention's memory grows with the square of the length, "
+                           "and positions beyond the encoder's max_distance are clamped")
 
     def __init__(
         self,
@@ -96,8 +104,9 @@ class Fmit(Model):
         dropout: float = 0.2,
         verbose_metrics: bool = True,
         crf: Optional[Lazy[ConditionalRandomField]] = None,
+        max_words: Optional[int] = 512,
     ) -> None:
-        super().__init__(vocab)
+        super().__init__(vocab, max_words)
         require_bio(label_encoding)
         if boundary_weight < 0:
             raise ConfigurationError(f"boundary_weight must be >= 0, got {boundary_weight}")
@@ -191,6 +200,7 @@ class Fmit(Model):
         object_features `(batch, objects, visual_dim)`, object_spans `(batch, objects, 2)`
         (inclusive 0-based first / last word), object_mask `(batch, objects)`: optional.
         """
+        self.check_lengths(len(sentence) for sentence in words)
         embedded, word_mask = self.text_field_embedder(words)  # (batch, words, text_dim)
         device = embedded.device
         features, spans, mask = self._objects(words, object_features, object_spans, object_mask, device)

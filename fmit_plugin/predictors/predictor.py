@@ -70,6 +70,8 @@ class SentenceTaggerPredictor(Predictor):
         image = json_dict.get("image")
         if image is not None and not isinstance(image, str):
             raise ValueError('"image" must be a string (a path or an image id)')
+        # Before the image is read or a tensor made: a tweet too long for the model fails at once.
+        self.model.check_lengths([len(tokens)])
         # The model sees lone surrogates as U+FFFD; the answer echoes the tokens as given.
         words = [model_safe_word(token) for token in tokens]
         instance = self.dataset_reader.text_to_instance(words, image=image)

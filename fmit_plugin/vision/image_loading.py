@@ -8,6 +8,7 @@ why, and `ImageLoadReport` turns many of those statuses into one log line.
 import hashlib
 import io
 import os
+import re
 import stat
 import warnings
 from collections import Counter
@@ -28,8 +29,15 @@ EMPTY_IMAGE_SHA256 = hashlib.sha256(b"fmit-empty-image").hexdigest()
 MIN_IMAGE_SIDE = 2
 MAX_ASPECT_RATIO = 100.0
 
+# Bytes an image file may hold before it is refused unread: a tweet photo is a few hundred KB, and
+# reading a multi-GB file "named .jpg" would hold it all in memory before Pillow could refuse it.
+MAX_IMAGE_BYTES = 50_000_000
+
 # Statuses, in the order a report lists them when counts tie.
-STATUSES = ("ok", "missing", "not_a_file", "empty_file", "too_large", "degenerate", "corrupt")
+STATUSES = ("ok", "missing", "not_a_file", "url", "empty_file", "too_large", "degenerate", "corrupt")
+
+# "http://...", "s3://...", "file://...": a scheme and "//"; images are read from local files only.
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 # Grey-scale modes holding 16 or 32 bits per pixel; `convert("RGB")` would clip them to white.
 _WIDE_GREY_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")
@@ -53,8 +61,9 @@ class LoadedImage:
     image : `PIL.Image.Image`
         RGB, EXIF orientation applied; the empty image when `status != "ok"`.
     status : `str`
-        `"ok"` or why the empty image was used: `"missing"`, `"not_a_file"`, `"empty_file"`,
-        `"too_large"`, `"degenerate"` or `"corrupt"`.
+        `"ok"` or why the empty image was used: `"missing"`, `"not_a_file"` (a folder, FIFO,
+        socket or device), `"url"`, `"empty_file"` (0 bytes by `stat`, as `/proc` files are),
+        `"too_large"` (bytes or pixels), `"degenerate"` or `"corrupt"`.
     message : `str`
         Human readable, names the path.
     sha256 : `str`
@@ -95,12 +104,55 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def load_image(path: Optional[str], max_pixels: int = 89_478_485) -> LoadedImage:
+def is_url(path: str) -> bool:
+    """Whether `path` is a URL ("https://...") rather than a file name."""
+    return _URL.match(path) is not None
+
+
+def _file_kind(mode: int) -> str:
+    for test, kind in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return kind
+    return "not a regular file"
+
+
+def _refused_by_stat(path: Optional[str], max_bytes: int = MAX_IMAGE_BYTES) -> Optional[LoadedImage]:
+    """
+    What `load_image` would refuse about `path` from `stat` alone, without opening it: the failure,
+    or `None` when the file is worth reading. Only regular files of 1 to `max_bytes` bytes pass:
+    reading a FIFO would block forever, a device (`/dev/zero`) never ends, and `/proc` files stat
+    as 0 bytes whatever they would produce.
+    """
+    if path is None:
+        return _failure(None, "missing", "no image path given")
+    path = os.fspath(path)
+    if is_url(path):
+        return _failure(path, "url", f"{path}: a URL; images are read from local files (download it first)")
+    try:
+        # stat follows symlinks: a dangling link is "missing", a symlink loop raises ELOOP.
+        info = os.stat(path)
+    except FileNotFoundError:
+        return _failure(path, "missing", f"{path}: no such file")
+    except (OSError, ValueError) as error:  # ValueError: a NUL byte in the name
+        return _failure(path, "not_a_file", f"{path}: cannot be opened: {error}")
+    if not stat.S_ISREG(info.st_mode):
+        return _failure(path, "not_a_file", f"{path}: {_file_kind(info.st_mode)}, not a regular file")
+    if info.st_size == 0:
+        return _failure(path, "empty_file", f"{path}: 0 bytes (an empty file, or a virtual one such as /proc's)")
+    if info.st_size > max_bytes:
+        return _failure(path, "too_large", f"{path}: {info.st_size} bytes > max_bytes {max_bytes}")
+    return None
+
+
+def load_image(path: Optional[str], max_pixels: int = 89_478_485, max_bytes: int = MAX_IMAGE_BYTES) -> LoadedImage:
     """
     Reads `path` as an RGB image; never raises for a bad file (see `LoadedImage.status`).
 
-    The bytes are read once, then hashed and decoded from memory, so the file cannot change between
-    the two. Truncated files are errors ("corrupt"): `ImageFile.LOAD_TRUNCATED_IMAGES` is left alone.
+    `_refused_by_stat` vets the path before a byte is read. The bytes are then read once (at most
+    `max_bytes`, should the file grow meanwhile), hashed and decoded from memory, so the file cannot
+    change between the two. Truncated files are errors ("corrupt"): `ImageFile.LOAD_TRUNCATED_IMAGES`
+    is left alone.
 
     # Parameters
 
@@ -109,27 +161,25 @@ def load_image(path: Optional[str], max_pixels: int = 89_478_485) -> LoadedImage
     max_pixels : `int`, optional (default = `89_478_485`, Pillow's own warning limit)
         Images with more pixels are "too_large"; the size comes from the header, before decoding.
         Pillow refuses images over twice its `Image.MAX_IMAGE_PIXELS` whatever this says.
+    max_bytes : `int`, optional (default = `MAX_IMAGE_BYTES`, 50 MB)
+        Larger files are "too_large", refused from `stat` without being opened.
     """
-    if path is None:
-        return _failure(None, "missing", "no image path given")
+    refused = _refused_by_stat(path, max_bytes)
+    if refused is not None:
+        return refused
+    assert path is not None
     path = os.fspath(path)
     try:
-        # stat follows symlinks: a dangling link is "missing", a symlink loop raises ELOOP.
-        info = os.stat(path)
-    except FileNotFoundError:
-        return _failure(path, "missing", f"{path}: no such file")
-    except OSError as error:
-        return _failure(path, "not_a_file", f"{path}: cannot be opened: {error}")
-    if not stat.S_ISREG(info.st_mode):
-        # Directories, FIFOs (reading one would block forever), devices.
-        return _failure(path, "not_a_file", f"{path}: not a regular file")
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read()
+        # O_NONBLOCK: should the path have become a FIFO since the stat, opening it cannot block.
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(descriptor, "rb") as handle:
+            data = handle.read(max_bytes + 1)
     except OSError as error:
         return _failure(path, "not_a_file", f"{path}: cannot be read: {error}")
     if not data:
         return _failure(path, "empty_file", f"{path}: file is empty (0 bytes)")
+    if len(data) > max_bytes:
+        return _failure(path, "too_large", f"{path}: over max_bytes {max_bytes} bytes")
     return _decode(path, data, max_pixels)
 
 
@@ -187,10 +237,21 @@ class ImageLoadReport:
         self.examples: dict[str, list[str]] = {}
 
     def add(self, loaded: LoadedImage) -> None:
-        self.counts[loaded.status] += 1
-        examples = self.examples.setdefault(loaded.status, [])
+        self.count(loaded.status, loaded.message)
+
+    def count(self, status: str, message: str) -> None:
+        """One outcome, from its status and message (`VisualObjects` keeps both)."""
+        self.counts[status] += 1
+        examples = self.examples.setdefault(status, [])
         if len(examples) < self.max_examples:
-            examples.append(loaded.message)
+            examples.append(message)
+
+    def update(self, other: "ImageLoadReport") -> None:
+        """Adds the counts (and examples, up to `max_examples`) of another report."""
+        self.counts.update(other.counts)
+        for status, messages in other.examples.items():
+            examples = self.examples.setdefault(status, [])
+            examples.extend(messages[: max(self.max_examples - len(examples), 0)])
 
     @property
     def total(self) -> int:

@@ -16,7 +16,7 @@ from fmit_plugin.common.progress import progress
 from fmit_plugin.vision.backbones import ImageBackbone
 from fmit_plugin.vision.feature_store import FeatureStore, StoredObjects
 from fmit_plugin.vision.grounders import PhraseGrounder, WholeImageGrounder
-from fmit_plugin.vision.image_loading import ImageLoadReport, LoadedImage, load_image
+from fmit_plugin.vision.image_loading import MAX_IMAGE_BYTES, ImageLoadReport, LoadedImage, load_image
 from fmit_plugin.vision.noun_phrases import NounPhraseExtractor
 from fmit_plugin.vision.regions import Region
 from fmit_plugin.vision.visual_objects import VisualObjects, to_visual_objects
@@ -86,6 +86,9 @@ class VisualObjectExtractor(FromParams):
         Image crops per backbone call.
     max_pixels : `int`, optional (default = `89_478_485`, Pillow's own bomb limit)
         Larger images are refused from their header and become the empty image, counted.
+    max_bytes : `int`, optional (default = `50_000_000`)
+        Image files larger than this are refused from `stat`, unread (the uniform empty image
+        stands in, counted as "too_large").
     """
 
     def __init__(
@@ -98,6 +101,7 @@ class VisualObjectExtractor(FromParams):
         max_objects: int = 16,
         batch_size: int = 32,
         max_pixels: int = 89_478_485,
+        max_bytes: int = MAX_IMAGE_BYTES,
     ) -> None:
         if max_objects < 1:
             raise ConfigurationError(f"max_objects must be at least 1 (the whole image), got {max_objects}")
@@ -108,6 +112,9 @@ class VisualObjectExtractor(FromParams):
         self.max_objects = max_objects
         self.batch_size = batch_size
         self.max_pixels = max_pixels
+        # Not in the store key: it decides only whether a file is read, and every refusal shares
+        # the empty image's digest.
+        self.max_bytes = max_bytes
         self._settings = json.dumps(
             [EXTRACTION_VERSION, backbone.cache_key(), self.grounder.cache_key(),
              noun_phrases.cache_key() if noun_phrases is not None else None,
@@ -168,7 +175,7 @@ class VisualObjectExtractor(FromParams):
         objects: list[VisualObjects] = []
         pending: dict[str, StoredObjects] = {}
         for tweet in progress(tweets, description, len(tweets)) if show_progress else tweets:
-            loaded = load_image(tweet.image_path, max_pixels=self.max_pixels)
+            loaded = load_image(tweet.image_path, max_pixels=self.max_pixels, max_bytes=self.max_bytes)
             summary.images.add(loaded)
             words = list(tweet.words)
             key = self._key(loaded, words, tweet.image_id)

@@ -36,6 +36,11 @@ from fmit_plugin.data.tweet_tokenizer import tokenize_tweet
         ("  tabs\tand\nnewlines  ", ["tabs", "and", "newlines"]),
         ("", []),
         ("   ", []),
+        # invisible format characters standing alone are no words either (issue 16)
+        ("\u200b \ufeff\u2060 \u180e", []),
+        ("a\u200b b", ["a", "b"]),
+        # but a zero-width joiner inside an emoji sequence leaves the emoji
+        ("\U0001F468\u200d\U0001F469", ["\U0001F468", "\U0001F469"]),
     ],
 )
 def test_tokenize_tweet(text, tokens):

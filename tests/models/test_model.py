@@ -51,3 +51,27 @@ def test_train_and_evaluate_batch_by_the_models_sorting_lengths(tiny_bert, tmp_p
     given.clear()
     evaluate_archive(tmp_path / "run" / "model.tar.gz", TWITTER_FIXTURES / "test.txt")
     assert given == expected[2:]
+
+
+def test_forward_refuses_a_tweet_over_max_words_before_the_embedder_runs(monkeypatch):
+    """What `evaluate` and `train` meet (issue 16): the limit is checked in `forward`, at once."""
+    import pytest
+
+    from fmit_plugin.models.model import InputTooLongError
+    from tests.bad_input_helpers import HashingEmbedder
+
+    vocab = Vocabulary({"labels": LABELS})
+    for params in ({"type": "crf_tagger", "max_words": 4},
+                   {"type": "fmit", "max_words": 4, "visual_dim": 3,
+                    "encoder": {"type": "flat_lattice_transformer", "input_dim": 8, "num_layers": 1,
+                                "num_attention_heads": 2, "feedforward_hidden_dim": 8}}):
+        tagger = Model.from_params(Params({**params, "text_field_embedder": {"type": "test_hashing"}}), vocab=vocab)
+        tagger.eval()
+        assert len(tagger(words=[["a"] * 4])["tags"][0]) == 4
+        monkeypatch.setattr(HashingEmbedder, "forward", lambda *args: pytest.fail("the embedder ran"))
+        with pytest.raises(InputTooLongError, match="5 words is over this model's max_words of 4"):
+            tagger(words=[["a"] * 3, ["a"] * 5])
+        monkeypatch.undo()
+    assert Model(vocab).max_words is None  # no limit unless a model sets one
+    with pytest.raises(ValueError, match="max_words must be at least 1"):
+        Model(vocab, max_words=0)

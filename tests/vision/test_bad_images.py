@@ -6,37 +6,19 @@ image, counted in the one summary line. Regression images live in tests/fixtures
 import os
 import shutil
 from pathlib import Path
+from typing import Optional
 
-import numpy
 import pytest
 import torch
 from PIL import Image
 
 from fmit_plugin.data.twitter_mner import TwitterMnerReader
-from fmit_plugin.vision.backbones import ImageBackbone
 from fmit_plugin.vision.grounders import WholeImageGrounder
 from fmit_plugin.vision.image_loading import EMPTY_IMAGE_SHA256, empty_image, load_image
 from fmit_plugin.vision.visual_object_extractor import VisualObjectExtractor
+from tests.bad_input_helpers import MeanColourBackbone
 
 IMAGE_FIXTURES = Path(__file__).parents[1] / "fixtures" / "bad_input" / "images"
-
-
-class MeanColourBackbone(ImageBackbone):
-    """A 3-d "feature": each image's mean colour, so tests see which image a feature came from."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.scale = torch.nn.Parameter(torch.ones(1), requires_grad=False)
-
-    def get_output_dim(self) -> int:
-        return 3
-
-    def cache_key(self) -> str:
-        return "mean-colour"
-
-    def _feature_map(self, images: list[Image.Image]) -> torch.Tensor:
-        means = [numpy.asarray(image, dtype=numpy.float32).mean(axis=(0, 1)) / 255.0 for image in images]
-        return torch.tensor(numpy.stack(means)).view(len(images), 3, 1, 1) * self.scale
 
 
 def test_zero_by_zero_png_is_the_empty_image():
@@ -116,3 +98,91 @@ def test_visual_objects_over_hostile_images_use_the_empty_image_and_count_it(hos
     assert load_image(str(images / "loop.jpg")).status == "not_a_file"
     assert load_image(str(images / "folder.jpg")).status == "not_a_file"
     assert load_image(str(images / "dangling.jpg")).status == "missing"
+
+
+# ------------------------------------------------------------------ checked with stat before a byte is read (issue 16)
+
+
+def _forbid_opening(monkeypatch) -> None:
+    def refuse(path, *args, **kwargs):
+        raise AssertionError(f"{path} was opened")
+
+    monkeypatch.setattr(os, "open", refuse)
+    monkeypatch.setattr("builtins.open", refuse)
+
+
+@pytest.fixture
+def no_opening(monkeypatch):
+    """Opening any file fails the test: what `stat` refuses must never be opened (a FIFO would
+    block, a device never ends, a 2 GB file would be read whole)."""
+    _forbid_opening(monkeypatch)
+
+
+def _refused(path: str, status: str, *fragments: str, max_bytes: Optional[int] = None) -> None:
+    loaded = load_image(path) if max_bytes is None else load_image(path, max_bytes=max_bytes)
+    assert loaded.status == status, loaded.message
+    assert loaded.sha256 == EMPTY_IMAGE_SHA256 and loaded.image.tobytes() == empty_image().tobytes()
+    for fragment in (path, *fragments):
+        assert fragment in loaded.message, loaded.message
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this platform")
+def test_a_fifo_is_refused_unopened(tmp_path, no_opening):
+    os.mkfifo(tmp_path / "pipe.jpg")
+    _refused(str(tmp_path / "pipe.jpg"), "not_a_file", "a FIFO")
+
+
+def test_a_folder_is_refused_unopened(tmp_path, no_opening):
+    (tmp_path / "folder.jpg").mkdir()
+    _refused(str(tmp_path / "folder.jpg"), "not_a_file", "a folder")
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="no /dev/zero")
+def test_a_device_is_refused_unopened(no_opening):
+    _refused("/dev/zero", "not_a_file", "a character device")
+
+
+def test_a_socket_is_refused_unopened(tmp_path):
+    import socket
+
+    path = tmp_path / "s.jpg"
+    if len(str(path)) > 100 or not hasattr(socket, "AF_UNIX"):
+        pytest.skip("no room for a Unix socket path here")
+    server = socket.socket(socket.AF_UNIX)
+    try:
+        server.bind(str(path))
+        _refused(str(path), "not_a_file", "a socket")
+    finally:
+        server.close()
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="no /proc")
+def test_a_proc_file_is_refused_unopened(no_opening):
+    # /proc files stat as regular files of 0 bytes, whatever reading them would give
+    assert os.stat("/proc/self/status").st_size == 0
+    _refused("/proc/self/status", "empty_file", "0 bytes", "/proc")
+
+
+def test_a_two_gigabyte_file_named_jpg_is_refused_unopened(tmp_path, monkeypatch):
+    path = tmp_path / "huge.jpg"
+    with open(path, "wb") as handle:
+        handle.truncate(2 * 1024**3)  # sparse: 2 GB by stat, no disk used
+    _forbid_opening(monkeypatch)
+    _refused(str(path), "too_large", "2147483648 bytes > max_bytes 50000000")
+
+
+def test_the_byte_limit_is_configurable(tmp_path):
+    path = tmp_path / "small.png"
+    Image.new("RGB", (8, 8), (250, 0, 0)).save(path)
+    assert load_image(str(path)).status == "ok"
+    _refused(str(path), "too_large", f"> max_bytes {10}", max_bytes=10)
+    extractor = VisualObjectExtractor(backbone=MeanColourBackbone(), max_bytes=10)
+    reader = TwitterMnerReader(visual_objects=extractor)
+    instance = reader.text_to_instance(["word"], image=str(path))
+    assert instance.visual is not None and instance.visual.image_status == "too_large"
+
+
+@pytest.mark.parametrize("url", ["https://pbs.twimg.com/media/x.jpg", "http://example.com/a.png", "file:///tmp/a.jpg",
+                                 "s3://bucket/a.jpg"])
+def test_a_url_is_refused_not_fetched(url, no_opening):
+    _refused(url, "url", "local files")
