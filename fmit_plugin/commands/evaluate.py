@@ -1,4 +1,5 @@
-"""`allennlp evaluate ARCHIVE INPUT`: span P/R/F1 overall and per type, printed and as JSON."""
+"""`allennlp evaluate ARCHIVE INPUT`: span P/R/F1 overall and per type, printed and as JSON, with the
+scored file's fingerprint (SHA-256, counts, known dataset version) under "input_fingerprint"."""
 import argparse
 import json
 import logging
@@ -11,6 +12,7 @@ from tango.common.exceptions import ConfigurationError
 from fmit_plugin.commands.subcommand import Subcommand
 from fmit_plugin.common.file_utils import atomic_write, dump_metrics
 from fmit_plugin.data.data_loader import DataLoader
+from fmit_plugin.data.dataset_fingerprint import fingerprint_dataset
 from fmit_plugin.models.archival import load_archive
 from fmit_plugin.training.evaluation import evaluate
 
@@ -68,13 +70,16 @@ def evaluate_archive(
     instances = archive.validation_dataset_reader.read(str(input_file))
     # Before any computation: a gold label the model does not know is an error naming its line.
     archive.model.vocab.check_labels(instances)
+    fingerprint = fingerprint_dataset(input_file, instances)
+    print(f"data: {fingerprint.describe()}")
     loader = DataLoader.from_params(loader_params, instances=instances)
     loader.index_with(archive.model.vocab)
     loader.set_sorting_lengths(archive.model.sorting_lengths(instances))
     predictions: Optional[list[dict[str, Any]]] = [] if predictions_output_file else None
     device = archive.model.device()
-    metrics = evaluate(archive.model, loader, device, "evaluating", len(loader), predictions)
-    print(format_metrics(metrics))
+    scores = evaluate(archive.model, loader, device, "evaluating", len(loader), predictions)
+    print(format_metrics(scores))
+    metrics: dict[str, Any] = {**scores, "input_fingerprint": fingerprint.to_json()}
     if output_file:
         dump_metrics(output_file, metrics)
     if predictions_output_file and predictions is not None:
