@@ -6,15 +6,14 @@ from typing import Any, Optional
 
 import torch
 
-from fmit_plugin.version import VERSION
-
-# Distribution names of the packages a result depends on (the plugin's own version is VERSION).
+# Distribution names of the packages a result depends on (the plugin's own version is added by the
+# layers above, which may read fmit_plugin.version).
 PACKAGES = ("torch", "transformers", "ai2-tango", "allennlp-light")
 
 
 def package_versions() -> dict[str, Optional[str]]:
-    """Installed versions of `PACKAGES` (`None` for one not installed), Python's and the plugin's."""
-    versions: dict[str, Optional[str]] = {"python": platform.python_version(), "fmit-plugin": VERSION}
+    """Installed versions of `PACKAGES` (`None` for one not installed) and Python's."""
+    versions: dict[str, Optional[str]] = {"python": platform.python_version()}
     for name in PACKAGES:
         try:
             versions[name] = metadata.version(name)

@@ -10,6 +10,7 @@ import torch
 
 from fmit_plugin.common.run_environment import device_description, package_versions
 from fmit_plugin.data.dataset_fingerprint import DatasetFingerprint, describe_known_version
+from fmit_plugin.version import VERSION
 
 # The splits of a training record, in the order the card shows them.
 SPLITS = ("train", "validation", "test")
@@ -27,7 +28,7 @@ def training_record(
         "datasets": {split: None if fp is None else fp.to_json() for split, fp in datasets.items()},
         "config": config,
         "seed": config.get("trainer", {}).get("seed"),
-        "packages": package_versions(),
+        "packages": {**package_versions(), "fmit-plugin": VERSION},
         "device": device_description(device),
     }
 

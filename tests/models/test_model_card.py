@@ -9,6 +9,7 @@ from fmit_plugin.common.run_environment import PACKAGES
 from fmit_plugin.data.dataset_fingerprint import file_sha256
 from fmit_plugin.models.archival import read_archive_meta
 from fmit_plugin.models.model_card import render_model_card
+from fmit_plugin.version import VERSION
 from tests.conftest import TWITTER_FIXTURES, tiny_config
 
 
@@ -37,7 +38,7 @@ def test_archive_meta_and_metrics_hold_the_training_record(run):
     # the config as run: after overrides, with the data paths resolved
     assert record["config"] == json.loads((run / "config.json").read_text())
     assert record["seed"] == 7
-    assert set(PACKAGES) | {"fmit-plugin", "python"} <= set(record["packages"])
+    assert set(PACKAGES) | {"python"} <= set(record["packages"]) and record["packages"]["fmit-plugin"] == VERSION
     assert record["device"]["device"] == "cpu"
     assert record["best_epoch"] == 0 and 0 <= record["best_validation"]["f1-measure-overall"] <= 1
 
