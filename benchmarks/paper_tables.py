@@ -156,6 +156,7 @@ def run_once(dataset: str, row: str, seed: int, args: argparse.Namespace) -> dic
         "best_validation_f1": metrics.get("best_validation_f1-measure-overall"),
         "validation_f1_per_epoch": [json.loads(f.read_text()).get("validation_f1-measure-overall") for f in epochs],
         "seconds_per_epoch": statistics.mean(json.loads(f.read_text())["epoch_duration_seconds"] for f in epochs),
+        "training_seconds": metrics.get("training_duration_seconds"),
         "wall_seconds_this_invocation": wall,
         "resumed_from_checkpoint": resumed,
     }

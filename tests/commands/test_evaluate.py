@@ -33,6 +33,9 @@ def test_evaluate_prints_and_writes_the_fingerprint_and_known_version(archive, t
     assert written["sha256"] == file_sha256(data) and written["tweets"] > 0
     assert written["known_version"] == {"name": "fixture test (test-only)", "match": "sha256", "source": "tests"}
     assert f"SHA-256 {written['sha256']}" in printed and "fixture test (test-only): the very file" in printed
+    # a copy of the model's own test file (the fixture's valid.txt is the same bytes): the record knows its hash
+    assert written["seen_by_model_as"] == ["validation", "test"]
+    assert "the model's own validation and test file" in printed
 
 
 def test_evaluate_of_an_unknown_file_says_so(archive, tmp_path, capsys):
@@ -40,4 +43,6 @@ def test_evaluate_of_an_unknown_file_says_so(archive, tmp_path, capsys):
     data.write_bytes((TWITTER_FIXTURES / "test.txt").read_bytes().replace(b"\t", b"q\t", 1))
     metrics = evaluate_archive(archive, data)
     assert metrics["input_fingerprint"]["known_version"] is None
-    assert "no known dataset version" in capsys.readouterr().out
+    assert metrics["input_fingerprint"]["seen_by_model_as"] == []
+    printed = capsys.readouterr().out
+    assert "no known dataset version" in printed and "the model's own" not in printed
