@@ -6,7 +6,10 @@ write overall / per-type P/R/F1, epochs and seconds per epoch (with the machine)
         --data-dir ../shared/data/twitter2015 --epochs 5 --seeds 13370 \
         --output benchmarks/results/bert_crf_offline_twitter2015.json
 
-Several --seeds give one run each plus their mean. Not a test: it takes minutes to hours.
+Several --seeds give one run each, and their mean and sample standard deviation (`mean_test`,
+`std_test`) of P / R / F1 overall and per type; the tables show mean ± std with the number of seeds
+and every seed's F1. Not a test: it takes minutes to hours. The paper's tables (several configs,
+both datasets, cross-domain) are benchmarks/paper_tables.py.
 """
 import argparse
 import json
@@ -100,6 +103,7 @@ def main() -> None:
         key: statistics.mean(run["test"].get(key, 0.0) for run in runs)
         for key in runs[0]["test"]
     }
+    std = spread(runs)
     result = {
         "config": args.config,
         "data_dir": args.data_dir,
@@ -109,6 +113,7 @@ def main() -> None:
         "machine": machine(),
         "runs": runs,
         "mean_test": mean,
+        **({"std_test": std} if std else {}),
     }
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
@@ -116,9 +121,28 @@ def main() -> None:
     if not args.no_readme:
         publish(f"accuracy_{dataset}", table(dataset, Path(args.output).parent))
         publish("headline_accuracy", headline(Path(args.output).parent))
-    cells = [f"{100 * mean.get(f'f1-measure-{t}', 0.0):.2f}" for t in TYPES]
-    print(f"overall P/R/F1: {100 * mean['precision-overall']:.2f} / {100 * mean['recall-overall']:.2f} / "
-          f"{100 * mean['f1-measure-overall']:.2f}; per-type F1 {dict(zip(TYPES, cells))}")
+    cells = [_cell(result, f"f1-measure-{t}") for t in TYPES]
+    print(f"{len(runs)} seed(s), overall P/R/F1: {_cell(result, 'precision-overall')} / "
+          f"{_cell(result, 'recall-overall')} / {_cell(result, 'f1-measure-overall')}; per-type F1 "
+          f"{dict(zip(TYPES, cells))}; F1 per seed: {_per_seed(runs)}")
+
+
+def spread(runs: list[dict]) -> dict[str, float]:
+    """Sample standard deviation (n - 1) of every test score over the runs; empty for one run."""
+    if len(runs) < 2:
+        return {}
+    return {key: statistics.stdev(run["test"].get(key, 0.0) for run in runs) for key in runs[0]["test"]}
+
+
+def _cell(result: dict, key: str) -> str:
+    """A score in percent, as mean ± std when several seeds were run."""
+    mean = f"{100 * result['mean_test'].get(key, 0.0):.2f}"
+    std = result.get("std_test", {}).get(key)
+    return mean if std is None else f"{mean} ± {100 * std:.2f}"
+
+
+def _per_seed(runs: list[dict]) -> str:
+    return ", ".join(f"{run['seed']}: {100 * run['test'].get('f1-measure-overall', 0.0):.2f}" for run in runs)
 
 
 def _results(results_dir: Path) -> list[dict]:
@@ -138,15 +162,17 @@ def table(dataset: str, results_dir: Path) -> str:
     for result in _results(results_dir):
         if Path(result["data_dir"]).name != dataset:
             continue
-        mean, runs = result["mean_test"], result["runs"]
+        runs = result["runs"]
         commands.append(f"{result['command']}` ({result['machine']['torch_threads']} torch thread(s), "
                         f"{result['machine']['cpu_count']} cores")
         name = Path(result["config"]).stem
-        cells = [f"{100 * mean.get(f'f1-measure-{t}', 0.0):.2f}" for t in TYPES]
-        cells += [f"{100 * mean[f'{m}-overall']:.2f}" for m in ("precision", "recall", "f1-measure")]
+        cells = [_cell(result, f"f1-measure-{t}") for t in TYPES]
+        cells += [_cell(result, f"{m}-overall") for m in ("precision", "recall", "f1-measure")]
         epochs = ", ".join(str(run["epochs_run"]) for run in runs)
         seconds = statistics.mean(run["seconds_per_epoch"] for run in runs)
-        rows.append([f"`{name}` ({len(runs)} seed{'s' if len(runs) > 1 else ''})", *cells, epochs, f"{seconds:.0f}"])
+        label = f"`{name}` ({len(runs)} seed{'s' if len(runs) > 1 else ''}"
+        label += f"; F1 per seed {_per_seed(runs)})" if len(runs) > 1 else ")"
+        rows.append([label, *cells, epochs, f"{seconds:.0f}"])
         paper = PAPER.get((dataset, PAPER_ROW.get(name, "")))
         if paper is not None:
             rows.append([f"paper, {PAPER_ROW[name]}", *(f"{value:.2f}" for value in paper), "", ""])
@@ -171,7 +197,7 @@ def headline(results_dir: Path) -> str:
         seeds = {len(result["runs"]) for result in found}
         epochs = {result["epochs"] for result in found}
         rows.append(["Twitter-2015 (text only: no images here)",
-                     *(f"{100 * result['mean_test']['f1-measure-overall']:.2f}" for result in found),
+                     *(_cell(result, "f1-measure-overall") for result in found),
                      " / ".join(f"{PAPER[('twitter2015', model)][-1]:.2f}" for model in models),
                      f"offline MiniLM, {', '.join(map(str, sorted(epochs)))} epochs, "
                      f"{', '.join(map(str, sorted(seeds)))} seed(s)"])

@@ -29,6 +29,7 @@ PAGES = {
     "headline_accuracy": README,
     "headline_speed": README,
     "accuracy_twitter2015": DOCS / "results.md",
+    "paper_tables": DOCS / "results.md",
     "synthetic": DOCS / "results.md",
     "speed": DOCS / "speed.md",
     "visual_extraction": DOCS / "visual_objects.md",
@@ -90,6 +91,7 @@ def renderers() -> dict[str, Callable[[], str]]:
     sys.path.insert(0, str(Path(__file__).parent))
     import accuracy
     import fresh_clone
+    import paper_tables
     import speed
     import synthetic
     import visual_extraction
@@ -97,6 +99,7 @@ def renderers() -> dict[str, Callable[[], str]]:
     tables: dict[str, Callable[[], str]] = {}
     for dataset in accuracy.datasets(RESULTS):
         tables[f"accuracy_{dataset}"] = lambda dataset=dataset: accuracy.table(dataset, RESULTS)
+    tables["paper_tables"] = lambda: paper_tables.render(RESULTS / "paper_tables")
     tables["synthetic"] = lambda: synthetic.table(_load("synthetic.json"))
     tables["headline_accuracy"] = lambda: accuracy.headline(RESULTS)
     tables["visual_extraction"] = lambda: visual_extraction.table(_load("visual_extraction.json"))

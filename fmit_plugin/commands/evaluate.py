@@ -1,4 +1,5 @@
-"""`allennlp evaluate ARCHIVE INPUT`: span P/R/F1 overall and per type, printed and as JSON."""
+"""`allennlp evaluate ARCHIVE INPUT`: span P/R/F1 overall and per type, printed and as JSON, with the
+scored file's fingerprint (SHA-256, counts, known dataset version) under "input_fingerprint"."""
 import argparse
 import json
 import logging
@@ -11,7 +12,8 @@ from tango.common.exceptions import ConfigurationError
 from fmit_plugin.commands.subcommand import Subcommand
 from fmit_plugin.common.file_utils import atomic_write, dump_metrics
 from fmit_plugin.data.data_loader import DataLoader
-from fmit_plugin.models.archival import load_archive
+from fmit_plugin.data.dataset_fingerprint import fingerprint_dataset
+from fmit_plugin.models.archival import load_archive, read_archive_meta
 from fmit_plugin.training.evaluation import evaluate
 
 logger = logging.getLogger(__name__)
@@ -72,19 +74,32 @@ def evaluate_archive(
     instances = archive.validation_dataset_reader.read(str(input_file))
     # Before any computation: a gold label the model does not know is an error naming its line.
     archive.model.vocab.check_labels(instances)
+    fingerprint = fingerprint_dataset(input_file, instances)
+    print(f"data: {fingerprint.describe()}")
+    seen_as = _splits_with_this_file(archive_file, fingerprint.sha256)
+    if seen_as:
+        print(f"data: the model's own {' and '.join(seen_as)} file (its training record has this SHA-256)")
     loader = DataLoader.from_params(loader_params, instances=instances)
     loader.index_with(archive.model.vocab)
     loader.set_sorting_lengths(archive.model.sorting_lengths(instances))
     predictions: Optional[list[dict[str, Any]]] = [] if predictions_output_file else None
     device = archive.model.device()
-    metrics = evaluate(archive.model, loader, device, "evaluating", len(loader), predictions)
-    print(format_metrics(metrics))
+    scores = evaluate(archive.model, loader, device, "evaluating", len(loader), predictions)
+    print(format_metrics(scores))
+    metrics: dict[str, Any] = {**scores, "input_fingerprint": {**fingerprint.to_json(), "seen_by_model_as": seen_as}}
     if output_file:
         dump_metrics(output_file, metrics)
     if predictions_output_file and predictions is not None:
         lines = "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in predictions)
         atomic_write(predictions_output_file, lambda temp: Path(temp).write_text(lines, encoding="utf-8"))
     return metrics
+
+
+def _splits_with_this_file(archive_file: Union[str, Path], sha256: str) -> list[str]:
+    """The splits of the archive's training record whose file has this hash: a score on the
+    training file says nothing about generalisation, and one on the validation file chose the epoch."""
+    datasets = read_archive_meta(archive_file).get("training_record", {}).get("datasets", {})
+    return [split for split, fingerprint in datasets.items() if fingerprint and fingerprint["sha256"] == sha256]
 
 
 def format_metrics(metrics: dict[str, float]) -> str:

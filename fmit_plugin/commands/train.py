@@ -17,15 +17,17 @@ from fmit_plugin.commands.subcommand import Subcommand
 from fmit_plugin.common import distributed
 from fmit_plugin.common.config_files import check_regular_file
 from fmit_plugin.common.directory_lock import DirectoryLock
-from fmit_plugin.common.file_utils import dump_metrics
+from fmit_plugin.common.file_utils import atomic_write, dump_metrics
 from fmit_plugin.common.params import check_config_types, load_config
 from fmit_plugin.common.seeds import set_seed
 from fmit_plugin.data.data_loader import DataLoader
+from fmit_plugin.data.dataset_fingerprint import DatasetFingerprint, fingerprint_dataset
 from fmit_plugin.data.dataset_reader import DatasetReader
 from fmit_plugin.data.instance import TaggingInstance
 from fmit_plugin.data.vocabulary import Vocabulary
-from fmit_plugin.models.archival import CONFIG_NAME, VOCABULARY_DIR, archive_model
+from fmit_plugin.models.archival import CONFIG_NAME, TRAINING_RECORD_NAME, VOCABULARY_DIR, archive_model
 from fmit_plugin.models.model import Model
+from fmit_plugin.models.model_card import training_record
 from fmit_plugin.training.evaluation import evaluate
 from fmit_plugin.training.logs import training_logs
 from fmit_plugin.training.trainer import Trainer
@@ -187,7 +189,19 @@ def train_model(
     return model
 
 
+def _fingerprint(path: Optional[str], instances: Optional[list[TaggingInstance]]) -> Optional[DatasetFingerprint]:
+    """A configured file's fingerprint, counted on its instances when it was read (hash only when not)."""
+    return fingerprint_dataset(path, instances) if path is not None and Path(path).is_file() else None
+
+
+def _write_training_record(serialization_dir: Path, record: dict[str, Any]) -> None:
+    if distributed.is_primary():
+        text = json.dumps(record, indent=2)
+        atomic_write(serialization_dir / TRAINING_RECORD_NAME, lambda temp: Path(temp).write_text(text, "utf-8"))
+
+
 def _train(params: Params, serialization_dir: Path, recover: bool, dry_run: bool) -> Optional[Model]:
+    config_as_run = params.duplicate().as_dict(quiet=True)  # as_dict is a view: popping would empty it
     set_seed(int(params.get("trainer", Params({})).get("seed", 13370)))
 
     reader = DatasetReader.from_params(params.pop("dataset_reader"))
@@ -195,9 +209,11 @@ def _train(params: Params, serialization_dir: Path, recover: bool, dry_run: bool
     validation_reader = (
         DatasetReader.from_params(validation_reader_params) if validation_reader_params is not None else reader
     )
-    train_data = _read(reader, params.pop("train_data_path"), "train_data_path")
+    train_path = params.pop("train_data_path")
+    train_data = _read(reader, train_path, "train_data_path")
     assert train_data is not None
-    validation_data = _read(validation_reader, params.pop("validation_data_path", None), "validation_data_path")
+    validation_path = params.pop("validation_data_path", None)
+    validation_data = _read(validation_reader, validation_path, "validation_data_path")
     test_path = params.pop("test_data_path", None)
     evaluate_on_test = params.pop_bool("evaluate_on_test", False)
     test_data = _read(validation_reader, test_path, "test_data_path") if evaluate_on_test else None
@@ -257,9 +273,20 @@ def _train(params: Params, serialization_dir: Path, recover: bool, dry_run: bool
         data_loader=data_loader, validation_data_loader=validation_loader,
     )
     params.assert_empty("train")
+    record = training_record(config_as_run, {
+        "train": _fingerprint(train_path, train_data),
+        "validation": _fingerprint(validation_path, validation_data),
+        "test": _fingerprint(test_path, test_data),
+    }, trainer.device)
+    _write_training_record(serialization_dir, record)
     if recover:
         trainer.restore_checkpoint()
     metrics = trainer.train()
+    record["best_epoch"] = metrics.get("best_epoch")
+    record["best_validation"] = {k[len("best_validation_"):]: v for k, v in metrics.items()
+                                 if k.startswith("best_validation_")}
+    _write_training_record(serialization_dir, record)
+    metrics["training_record"] = record
     if distributed.is_primary():
         archive_model(serialization_dir)
     if test_data is not None:

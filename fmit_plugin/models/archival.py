@@ -1,7 +1,9 @@
 """
 `model.tar.gz`: `config.json`, `vocabulary/` and `weights.th`, everything `evaluate` and
 `predict` need, plus `meta.json` (archive format, plugin version, the label set and a SHA-256 of
-the weights) so that a mismatched or damaged archive is refused before a model is handed out.
+the weights) so that a mismatched or damaged archive is refused before a model is handed out; and
+the run's training record (data fingerprints, config as run, package versions, device) when training
+wrote one, which `allennlp model-card` prints.
 Pretrained text / image models are reloaded from the name or path in the config; their fine-tuned
 weights come from `weights.th`.
 """
@@ -40,6 +42,8 @@ WEIGHTS_NAME = "weights.th"
 VOCABULARY_DIR = "vocabulary"
 ARCHIVE_NAME = "model.tar.gz"
 META_NAME = "meta.json"
+# Written by `train` into the serialization dir; archived inside meta.json as "training_record".
+TRAINING_RECORD_NAME = "training_record.json"
 # Bumped when the archive layout changes in a way older code cannot read.
 ARCHIVE_FORMAT = 1
 
@@ -64,12 +68,15 @@ def archive_model(
         if not (serialization_dir / needed).exists():
             raise FileNotFoundError(f"Cannot archive {serialization_dir}: {needed} is missing")
 
-    meta = json.dumps({
+    meta_fields = {
         "archive_format": ARCHIVE_FORMAT,
         "fmit_plugin_version": VERSION,
         "labels": _label_lists(Vocabulary.from_files(serialization_dir / VOCABULARY_DIR)),
         "weights_sha256": _sha256(serialization_dir / weights),
-    }, indent=2).encode("utf-8")
+    }
+    if (serialization_dir / TRAINING_RECORD_NAME).is_file():
+        meta_fields["training_record"] = json.loads((serialization_dir / TRAINING_RECORD_NAME).read_text("utf-8"))
+    meta = json.dumps(meta_fields, indent=2).encode("utf-8")
 
     def write(temp: str) -> None:
         with tarfile.open(temp, "w:gz") as tar:
@@ -319,3 +326,27 @@ def _load_archive(
     except ConfigurationError as error:
         raise ConfigurationError(f"{archive_file}: its dataset reader cannot be built: {error}") from error
     return Archive(model, config, reader, validation_reader)
+
+
+def read_archive_meta(archive_file: Union[str, os.PathLike]) -> dict:
+    """The `meta.json` of an archive (without extracting the rest); for a serialization directory,
+    what archiving it would record of it (its training record). `{}` for an archive without one."""
+    archive_file = Path(archive_file)
+    if archive_file.is_dir():
+        record = archive_file / TRAINING_RECORD_NAME
+        return {"training_record": json.loads(record.read_text("utf-8"))} if record.is_file() else {}
+    if not archive_file.is_file():
+        raise ConfigurationError(f"Archive not found: {archive_file}")
+    try:
+        with tarfile.open(archive_file, "r:gz") as tar:
+            try:
+                member = tar.extractfile(META_NAME)
+            except KeyError:
+                return {}
+            if member is None:
+                raise ConfigurationError(f"{archive_file}: {META_NAME} is not a file: corrupt archive?")
+            return json.loads(member.read().decode("utf-8"))
+    except (tarfile.TarError, EOFError, zlib.error, ValueError) as error:
+        raise ConfigurationError(
+            f"{archive_file} is not a readable model archive (corrupt or truncated?): {error}"
+        ) from error

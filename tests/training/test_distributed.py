@@ -68,7 +68,8 @@ def test_two_gloo_workers_train_and_agree_with_a_single_process_evaluation(tiny_
     files = sorted(p.name for p in run.iterdir())
     # No temp files or pending best weights left, one out.log, one TensorBoard folder.
     assert files == ["best.th", "checkpoint.th", "config.json", "log", "metrics.json", "metrics_epoch_0.json",
-                     "metrics_epoch_1.json", "metrics_epoch_2.json", "model.tar.gz", "out.log", "vocabulary"]
+                     "metrics_epoch_1.json", "metrics_epoch_2.json", "model.tar.gz", "out.log", "training_record.json",
+                     "vocabulary"]
     assert sorted(p.name for p in (run / "log").iterdir()) == ["batches", "train", "validation"]
     for run_dir in (run / "log").iterdir():  # only rank 0 wrote TensorBoard events
         assert len(list(run_dir.glob("events.out.tfevents.*"))) == 1, run_dir
