@@ -133,6 +133,42 @@ def load_image(path: Optional[str], max_pixels: int = 89_478_485) -> LoadedImage
     return _decode(path, data, max_pixels)
 
 
+def load_image_bytes(data: bytes, name: Optional[str] = None, max_pixels: int = 89_478_485) -> LoadedImage:
+    """
+    As `load_image`, for an image already in memory (an upload, a `PIL.Image` the caller encoded):
+    nothing is written to disk, and the result is keyed by the SHA-256 of `data` as a file's is, so
+    the same image gives the same features whether it came as a file or as bytes.
+
+    # Parameters
+
+    data : `bytes`
+        The encoded image (PNG, JPEG...).
+    name : `str`, optional
+        What messages call the image (default "image bytes").
+    max_pixels : `int`, optional (default = `89_478_485`)
+    """
+    shown = name or "image bytes"
+    if not data:
+        return _failure(name, "empty_file", f"{shown}: no bytes (0 bytes)")
+    return _decode(shown, bytes(data), max_pixels)
+
+
+def image_header_size(data: bytes) -> Optional[tuple[int, int]]:
+    """(width, height) read from the header of encoded image `data`, nothing decoded; `None` when
+    Pillow cannot identify it. For refusing decompression bombs before any work is done."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as opened:
+                return opened.size
+    except Image.DecompressionBombError:
+        # Pillow refuses over twice MAX_IMAGE_PIXELS before giving the size: say "huge".
+        limit = 2 * int(Image.MAX_IMAGE_PIXELS or 0) + 1
+        return (limit, 1)
+    except Exception:  # noqa: BLE001 - anything Pillow cannot read is "not identified"
+        return None
+
+
 def _decode(path: str, data: bytes, max_pixels: int) -> LoadedImage:
     with warnings.catch_warnings():
         # Pillow warns above MAX_IMAGE_PIXELS: make that an error unless the caller allows more pixels,
