@@ -5,7 +5,7 @@ trainers, predictors and subcommands.
 """
 from fmit_plugin import commands as _commands  # noqa: F401
 from fmit_plugin import modules, predictors  # noqa: F401
-from fmit_plugin.commands import evaluate, extract_visual_objects, predict, train  # noqa: F401
+from fmit_plugin.commands import evaluate, extract_visual_objects, predict, serve, train  # noqa: F401
 from fmit_plugin.data import dataset_reader, twitter_mner  # noqa: F401
 from fmit_plugin.models import crf_tagger, fmit  # noqa: F401
 from fmit_plugin.predictors import Predictor

@@ -8,6 +8,7 @@ why, and `ImageLoadReport` turns many of those statuses into one log line.
 import hashlib
 import io
 import os
+import re
 import stat
 import warnings
 from collections import Counter
@@ -153,18 +154,20 @@ def load_image_bytes(data: bytes, name: Optional[str] = None, max_pixels: int = 
     return _decode(shown, bytes(data), max_pixels)
 
 
-def image_header_size(data: bytes) -> Optional[tuple[int, int]]:
-    """(width, height) read from the header of encoded image `data`, nothing decoded; `None` when
-    Pillow cannot identify it. For refusing decompression bombs before any work is done."""
+def image_header_pixels(data: bytes) -> Optional[tuple[str, int]]:
+    """("WIDTHxHEIGHT", pixels) of encoded image `data`, read from its header with nothing decoded; `None`
+    when Pillow cannot identify it. For refusing decompression bombs before any work is done."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as opened:
-                return opened.size
-    except Image.DecompressionBombError:
-        # Pillow refuses over twice MAX_IMAGE_PIXELS before giving the size: say "huge".
-        limit = 2 * int(Image.MAX_IMAGE_PIXELS or 0) + 1
-        return (limit, 1)
+                width, height = opened.size
+                return f"{width}x{height}", width * height
+    except Image.DecompressionBombError as error:
+        # Pillow refuses over twice MAX_IMAGE_PIXELS before handing out the size; its message has the count.
+        match = re.search(r"\((\d+) pixels\)", str(error))
+        pixels = int(match.group(1)) if match else 2 * int(Image.MAX_IMAGE_PIXELS or 0) + 1
+        return f"{pixels} pixels", pixels
     except Exception:  # noqa: BLE001 - anything Pillow cannot read is "not identified"
         return None
 
