@@ -1,7 +1,16 @@
 """Helpers shared by the API and serving tests (issue 15): a tiny image backbone and tiny archives whose
 reader extracts visual objects, so predictions carry images, regions and objects in seconds."""
+import contextlib
 import json
+import os
 import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Optional
 
@@ -15,7 +24,8 @@ from fmit_plugin.models.model import Model
 from fmit_plugin.vision.backbones import ImageBackbone
 from tests.bad_input_helpers import LABELS, HashingEmbedder  # noqa: F401 - registers "test_hashing"
 
-DEMO_DATA = Path(__file__).resolve().parents[1] / "fmit_plugin" / "demo" / "data"
+ROOT = Path(__file__).resolve().parents[1]
+DEMO_DATA = ROOT / "fmit_plugin" / "demo" / "data"
 
 
 @ImageBackbone.register("test_mean_colour", exist_ok=True)
@@ -45,11 +55,12 @@ def visual_reader(sidecar: Optional[Path] = None, image_dir: Optional[Path] = No
 
 
 def write_visual_run(
-    directory: Path, sidecar: Optional[Path] = None, image_dir: Optional[Path] = None, poison: Optional[str] = None
+    directory: Path, sidecar: Optional[Path] = None, image_dir: Optional[Path] = None, poison: Optional[str] = None,
+    bias: tuple[float, ...] = (1.5, 0.3, 0.3, 0.3, 0.0),
 ) -> Path:
     """A serialization directory of an untrained hashing-embedder tagger whose reader extracts visual
     objects (grounded by `sidecar`): what `load_archive` needs, without training. `poison`: a word the
-    model breaks on."""
+    model breaks on; `bias`: the tag emissions' bias (O, B-PER, I-PER, B-LOC, I-LOC)."""
     embedder: dict[str, Any] = {"type": "test_hashing"}
     if poison is not None:
         embedder["poison"] = poison
@@ -59,8 +70,8 @@ def write_visual_run(
     vocab = Vocabulary({"labels": LABELS})
     torch.manual_seed(0)
     model = Model.from_params(Params(json.loads(json.dumps(config["model"]))), vocab=vocab)
-    with torch.no_grad():  # mostly O, with some entities, so outputs have both
-        model.tagging_head.projection.bias.copy_(torch.tensor([1.5, 0.3, 0.3, 0.3, 0.0]))
+    with torch.no_grad():  # by default mostly O, with some entities, so outputs have both
+        model.tagging_head.projection.bias.copy_(torch.tensor(bias))
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "config.json").write_text(json.dumps(config), encoding="utf-8")
     vocab.save_to_files(directory / "vocabulary")
@@ -93,3 +104,44 @@ def demo_tweet(name: str) -> list[str]:
         if lines[0] == f"IMGID:{name}":
             return [line.split("\t")[0] for line in lines[1:]]
     raise KeyError(name)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running_server(run: Path, *arguments: str, timeout: float = 180.0) -> Iterator[str]:
+    """A real `allennlp serve RUN` subprocess on a free loopback port; yields its base URL once /health
+    answers, and stops it afterwards. Its log is in the error message if it does not come up."""
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    command = [sys.executable, "-m", "fmit_plugin", "serve", str(run), "--port", str(port),
+               "--include-package", "tests.serve_helpers", *arguments]
+    log = tempfile.TemporaryFile()
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + timeout
+        while True:
+            if process.poll() is not None or time.time() > deadline:
+                log.seek(0)
+                raise RuntimeError(f"allennlp serve did not come up (exit {process.poll()}):\n"
+                                   + log.read().decode("utf-8", "replace")[-3000:])
+            try:
+                with urllib.request.urlopen(url + "/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.3)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()

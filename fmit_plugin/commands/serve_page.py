@@ -42,11 +42,12 @@ _PAGE = """<!DOCTYPE html>
   #drop { border: 2px dashed #999; padding: 1em; margin: .6em 0; text-align: center; color: #555; }
   #drop.over { border-color: #1f77b4; background: #eef5fb; }
   #result { display: flex; gap: 1.5em; flex-wrap: wrap; margin-top: 1em; }
-  #tweet-out { font-size: 15px; line-height: 44px; max-width: 30em; }
-  .word { padding: 1px 2px; }
-  .entity { color: #fff; position: relative; margin-right: 2px; }
-  .entity .label { position: absolute; left: 0; top: 20px; font-size: 11px; line-height: 12px;
-                   white-space: nowrap; font-weight: bold; }
+  #tweet-out { font-size: 15px; max-width: 30em; }
+  /* A word and, under it, its entity's "TYPE confidence", as in the --render-dir pictures. */
+  .word { display: inline-block; vertical-align: top; margin: 0 4px 8px 0; }
+  .word .text { padding: 1px 2px; }
+  .entity .text { color: #fff; }
+  .entity .label { display: block; font-size: 11px; font-weight: bold; white-space: nowrap; }
   .swatch { display: inline-block; width: 12px; height: 12px; margin: 0 4px 0 8px; vertical-align: middle; }
   pre { background: #f4f4f4; padding: .8em; overflow: auto; max-height: 24em; font-size: 12px; }
   #error { color: #b00; white-space: pre-wrap; }
@@ -100,11 +101,14 @@ function showTweet(answer) {
     const entity = owner[index];
     const span = document.createElement("span");
     span.className = "word";
-    span.textContent = token;
+    const text = document.createElement("span");
+    text.className = "text";
+    text.textContent = token;
+    span.appendChild(text);
     if (entity) {
       span.classList.add("entity");
       span.dataset.type = entity.type;
-      span.style.background = colourOf(entity.type);
+      text.style.background = colourOf(entity.type);
       if (index === entity.start) {
         const label = document.createElement("span");
         label.className = "label";
@@ -114,7 +118,6 @@ function showTweet(answer) {
       }
     }
     out.appendChild(span);
-    out.appendChild(document.createTextNode(" "));
   });
 }
 
