@@ -1,6 +1,5 @@
 """`allennlp evaluate ARCHIVE INPUT`: span P/R/F1 overall and per type, printed and as JSON."""
 import argparse
-import json
 import logging
 import os
 from pathlib import Path
@@ -8,9 +7,11 @@ from typing import Any, Optional, Union
 
 from tango.common.exceptions import ConfigurationError
 
+from fmit_plugin.commands.predict import to_json_line
 from fmit_plugin.commands.subcommand import Subcommand
 from fmit_plugin.common.file_utils import atomic_write, dump_metrics
 from fmit_plugin.data.data_loader import DataLoader
+from fmit_plugin.data.instance import TaggingInstance
 from fmit_plugin.models.archival import load_archive
 from fmit_plugin.training.evaluation import evaluate
 
@@ -29,7 +30,8 @@ class Evaluate(Subcommand):
         subparser.add_argument("input_file", help="data file in the reader's format")
         subparser.add_argument("--output-file", help="write the metrics here as JSON")
         subparser.add_argument("--predictions-output-file",
-                               help="write one JSON line of predicted tags and entities per instance")
+                               help="write one JSON line per instance, in input order: its image id and "
+                               "source, the words, the gold tags, the predicted tags and entities")
         subparser.add_argument("--cuda-device", type=int, default=-1)
         subparser.add_argument("--batch-size", type=int, help="override the config's batch size")
         subparser.add_argument("-o", "--overrides", default="", help="JSON overrides of the archived config")
@@ -72,15 +74,41 @@ def evaluate_archive(
     loader.index_with(archive.model.vocab)
     loader.set_sorting_lengths(archive.model.sorting_lengths(instances))
     predictions: Optional[list[dict[str, Any]]] = [] if predictions_output_file else None
+    for index, instance in enumerate(instances):
+        # The loader batches by length; the index puts the predictions back in input order.
+        instance.metadata[_INDEX] = index
     device = archive.model.device()
     metrics = evaluate(archive.model, loader, device, "evaluating", len(loader), predictions)
     print(format_metrics(metrics))
     if output_file:
         dump_metrics(output_file, metrics)
     if predictions_output_file and predictions is not None:
-        lines = "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in predictions)
+        lines = "".join(to_json_line(line) + "\n" for line in prediction_lines(instances, predictions))
         atomic_write(predictions_output_file, lambda temp: Path(temp).write_text(lines, encoding="utf-8"))
     return metrics
+
+
+_INDEX = "evaluation_index"
+
+
+def prediction_lines(instances: list[TaggingInstance], predictions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One line per instance in input order, to join back to the data: `image_id`, `source`
+    ("file:line"), `words`, `gold_tags` beside the predicted `tags`, and `entities`."""
+    by_index = {prediction["metadata"][_INDEX]: prediction for prediction in predictions}
+    if sorted(by_index) != list(range(len(instances))):
+        raise RuntimeError(f"{len(by_index)} predictions for {len(instances)} instances")
+    lines = []
+    for index, instance in enumerate(instances):
+        prediction = by_index[index]
+        lines.append({
+            "image_id": instance.image_id,
+            "source": instance.metadata.get("source"),
+            "words": prediction["words"],
+            "gold_tags": instance.tags,
+            "tags": prediction["tags"],
+            "entities": prediction["entities"],
+        })
+    return lines
 
 
 def format_metrics(metrics: dict[str, float]) -> str:
