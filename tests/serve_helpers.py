@@ -30,7 +30,8 @@ DEMO_DATA = ROOT / "fmit_plugin" / "demo" / "data"
 
 @ImageBackbone.register("test_mean_colour", exist_ok=True)
 class MeanColourBackbone(ImageBackbone):
-    """A backbone for tests: each image's (crop's) mean red, green and blue, centred on 0; a 1 x 1 map."""
+    """A backbone for tests: each image's (crop's) mean red, green and blue, centred on 0 and scaled to
+    about unit size; a 1 x 1 map."""
 
     def get_output_dim(self) -> int:
         return 3
@@ -39,7 +40,7 @@ class MeanColourBackbone(ImageBackbone):
         return "test_mean_colour"
 
     def _feature_map(self, images: list[Image.Image]) -> torch.Tensor:
-        means = [np.asarray(image, dtype=np.float32).reshape(-1, 3).mean(axis=0) / 255.0 - 0.5 for image in images]
+        means = [np.asarray(image, dtype=np.float32).reshape(-1, 3).mean(axis=0) / 64.0 - 2.0 for image in images]
         return torch.tensor(np.stack(means)).view(len(images), 3, 1, 1)
 
 
