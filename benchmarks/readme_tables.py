@@ -32,6 +32,7 @@ PAGES = {
     "synthetic": DOCS / "results.md",
     "speed": DOCS / "speed.md",
     "visual_extraction": DOCS / "visual_objects.md",
+    "serve": DOCS / "serving.md",
 }
 
 
@@ -90,6 +91,7 @@ def renderers() -> dict[str, Callable[[], str]]:
     sys.path.insert(0, str(Path(__file__).parent))
     import accuracy
     import fresh_clone
+    import serve
     import speed
     import synthetic
     import visual_extraction
@@ -103,6 +105,7 @@ def renderers() -> dict[str, Callable[[], str]]:
     tables["speed"] = lambda: speed.render(_load("speed.json"))
     tables["headline_speed"] = lambda: speed.headline(_load("speed.json"))
     tables["demo"] = lambda: fresh_clone.table(_load("demo.json"))
+    tables["serve"] = lambda: serve.table(_load("serve.json"))
     return tables
 
 

@@ -73,6 +73,9 @@ class MicroBatcher(Generic[Item, Result]):
         loop = asyncio.get_running_loop()
         while True:
             pending = [await queue.get()]
+            # Let the event loop finish reading requests that arrived while the model ran: under load
+            # they are what fills the next batch.
+            await asyncio.sleep(0)
             count = len(pending[0][0])
             deadline = loop.time() + self.max_wait_s
             while count < self.max_batch_size:
