@@ -172,7 +172,7 @@ def serve(run: Path, tweets: list[list[str]], args: argparse.Namespace) -> dict[
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(args.threads), "HF_HUB_OFFLINE": "1",
            "FMIT_LOG_LEVEL": "WARNING"}
     command = [sys.executable, "-m", "fmit_plugin", "serve", str(run), "--port", str(port),
-               "--batch-size", str(args.batch_size)]
+               "--batch-size", str(args.batch_size), "--batch-wait-ms", str(args.batch_wait_ms)]
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -237,7 +237,9 @@ def table(results: dict[str, Any]) -> str:
         f"\nServed throughput / predict's: **{ratio:.2f}** (target >= 0.80: {'met' if ratio >= 0.8 else 'NOT met'}); "
         f"low-load p99 / single-request time: **{tail:.2f}** (target < 2: {'met' if tail < 2 else 'NOT met'}). "
         f"Server memory {serve_['server_rss_mb_before']:.0f} MB before, {serve_['server_rss_mb_after']:.0f} MB after. "
-        f"Model: {results['model']}; {results['tweets']} tweets; torch on {results['threads']} thread(s); "
+        f"Model: {results['model']}; {results['tweets']} tweets; "
+        f"`--batch-wait-ms {results.get('batch_wait_ms', 5.0):g}`; "
+        f"torch on {results['threads']} thread(s); "
         f"{results['machine']['cpu_count']} CPUs, {results['note']}. `{results['command']}`\n"
     )
     return text
@@ -250,6 +252,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--single", type=int, default=40)
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-wait-ms", type=float, default=5.0, help="the server's --batch-wait-ms")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of predict then the load test, in turn")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--timeout", type=float, default=60.0)
@@ -271,7 +274,8 @@ def main() -> None:
         results = {
             "command": "python benchmarks/serve.py " + " ".join(sys.argv[1:]),
             "model": "BERT-CRF on the offline MiniLM (6 x 384), untrained head", "tweets": len(tweets),
-            "batch_size": args.batch_size, "threads": args.threads, "note": args.note, "machine": machine(),
+            "batch_size": args.batch_size, "batch_wait_ms": args.batch_wait_ms, "threads": args.threads,
+            "note": args.note, "machine": machine(),
             "predict": {"tweets_per_second": served["predict_tweets_per_second"]}, "serve": served,
             "served_over_predict": served["served_over_predict"],
             "low_load_p99_over_single": served["low_load"]["p99_ms"] / served["single_request_ms"],
