@@ -93,6 +93,7 @@ def serve_from_args(args: argparse.Namespace) -> None:
     os.environ["FMIT_SERVE"] = json.dumps({
         "archive": str(args.archive_file), "predictor": args.predictor, "cuda_device": args.cuda_device,
         "overrides": args.overrides, "settings": dataclasses.asdict(settings),
+        "include_package": getattr(args, "include_package", []),
     })
     uvicorn.run("fmit_plugin.commands.serve_app:app_from_environment", factory=True, host=args.host,
                 port=args.port, workers=args.workers, log_level="info")

@@ -27,6 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from fmit_plugin.commands.micro_batcher import MicroBatcher
 from fmit_plugin.commands.predict import InputItem, _describe, _predict_batch, to_json_line
 from fmit_plugin.commands.serve_page import page_html
+from fmit_plugin.common.plugins import import_plugins
 from fmit_plugin.data.twitter_mner import IMAGE_EXTENSIONS
 from fmit_plugin.predictors.predictor import Predictor, SentenceTaggerPredictor, TweetInput
 from fmit_plugin.version import VERSION
@@ -373,8 +374,8 @@ def app_from_environment() -> FastAPI:
     """For `uvicorn --factory` with several workers: each worker process loads its own model from
     what `allennlp serve` put in `FMIT_SERVE` (archive, predictor, device, settings)."""
     config = json.loads(os.environ["FMIT_SERVE"])
-    import fmit_plugin  # noqa: F401 - registers the models, readers and predictors
-
+    # Importing this module imported the package, which registered the plugin's own classes.
+    import_plugins(config["include_package"])
     predictor = Predictor.from_path(config["archive"], config["predictor"], config["cuda_device"],
                                     config["overrides"])
     return create_app(predictor, ServeSettings(**config["settings"]))
