@@ -33,6 +33,7 @@ PAGES = {
     "synthetic": DOCS / "results.md",
     "speed": DOCS / "speed.md",
     "visual_extraction": DOCS / "visual_objects.md",
+    "serve": DOCS / "serving.md",
 }
 
 
@@ -92,6 +93,7 @@ def renderers() -> dict[str, Callable[[], str]]:
     import accuracy
     import fresh_clone
     import paper_tables
+    import serve
     import speed
     import synthetic
     import visual_extraction
@@ -106,6 +108,7 @@ def renderers() -> dict[str, Callable[[], str]]:
     tables["speed"] = lambda: speed.render(_load("speed.json"))
     tables["headline_speed"] = lambda: speed.headline(_load("speed.json"))
     tables["demo"] = lambda: fresh_clone.table(_load("demo.json"))
+    tables["serve"] = lambda: serve.table(_load("serve.json"))
     return tables
 
 

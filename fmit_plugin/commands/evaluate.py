@@ -1,7 +1,6 @@
 """`allennlp evaluate ARCHIVE INPUT`: span P/R/F1 overall and per type, printed and as JSON, with the
 scored file's fingerprint (SHA-256, counts, known dataset version) under "input_fingerprint"."""
 import argparse
-import json
 import logging
 import os
 from pathlib import Path
@@ -9,10 +8,12 @@ from typing import Any, Optional, Union
 
 from tango.common.exceptions import ConfigurationError
 
+from fmit_plugin.commands.predict import to_json_line
 from fmit_plugin.commands.subcommand import Subcommand
 from fmit_plugin.common.file_utils import atomic_write, dump_metrics
 from fmit_plugin.data.data_loader import DataLoader
 from fmit_plugin.data.dataset_fingerprint import fingerprint_dataset
+from fmit_plugin.data.instance import TaggingInstance
 from fmit_plugin.models.archival import load_archive, read_archive_meta
 from fmit_plugin.training.evaluation import evaluate
 
@@ -31,7 +32,8 @@ class Evaluate(Subcommand):
         subparser.add_argument("input_file", help="data file in the reader's format")
         subparser.add_argument("--output-file", help="write the metrics here as JSON")
         subparser.add_argument("--predictions-output-file",
-                               help="write one JSON line of predicted tags and entities per instance")
+                               help="write one JSON line per instance, in input order: its image id and "
+                               "source, the words, the gold tags, the predicted tags and entities")
         subparser.add_argument("--cuda-device", type=int, default=-1)
         subparser.add_argument("--batch-size", type=int, help="override the config's batch size")
         subparser.add_argument("-o", "--overrides", default="", help="JSON overrides of the archived config")
@@ -83,6 +85,9 @@ def evaluate_archive(
     loader.index_with(archive.model.vocab)
     loader.set_sorting_lengths(archive.model.sorting_lengths(instances))
     predictions: Optional[list[dict[str, Any]]] = [] if predictions_output_file else None
+    for index, instance in enumerate(instances):
+        # The loader batches by length; the index puts the predictions back in input order.
+        instance.metadata[_INDEX] = index
     device = archive.model.device()
     scores = evaluate(archive.model, loader, device, "evaluating", len(loader), predictions)
     print(format_metrics(scores))
@@ -90,7 +95,7 @@ def evaluate_archive(
     if output_file:
         dump_metrics(output_file, metrics)
     if predictions_output_file and predictions is not None:
-        lines = "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in predictions)
+        lines = "".join(to_json_line(line) + "\n" for line in prediction_lines(instances, predictions))
         atomic_write(predictions_output_file, lambda temp: Path(temp).write_text(lines, encoding="utf-8"))
     return metrics
 
@@ -100,6 +105,29 @@ def _splits_with_this_file(archive_file: Union[str, Path], sha256: str) -> list[
     training file says nothing about generalisation, and one on the validation file chose the epoch."""
     datasets = read_archive_meta(archive_file).get("training_record", {}).get("datasets", {})
     return [split for split, fingerprint in datasets.items() if fingerprint and fingerprint["sha256"] == sha256]
+
+
+_INDEX = "evaluation_index"
+
+
+def prediction_lines(instances: list[TaggingInstance], predictions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One line per instance in input order, to join back to the data: `image_id`, `source`
+    ("file:line"), `words`, `gold_tags` beside the predicted `tags`, and `entities`."""
+    by_index = {prediction["metadata"][_INDEX]: prediction for prediction in predictions}
+    if sorted(by_index) != list(range(len(instances))):
+        raise RuntimeError(f"{len(by_index)} predictions for {len(instances)} instances")
+    lines = []
+    for index, instance in enumerate(instances):
+        prediction = by_index[index]
+        lines.append({
+            "image_id": instance.image_id,
+            "source": instance.metadata.get("source"),
+            "words": prediction["words"],
+            "gold_tags": instance.tags,
+            "tags": prediction["tags"],
+            "entities": prediction["entities"],
+        })
+    return lines
 
 
 def format_metrics(metrics: dict[str, float]) -> str:

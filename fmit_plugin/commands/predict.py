@@ -27,7 +27,6 @@ from fmit_plugin.commands.subcommand import Subcommand
 from fmit_plugin.data.data_loader import BucketBatchSampler
 from fmit_plugin.data.dataset_reader import DatasetReader
 from fmit_plugin.data.instance import TaggingInstance
-from fmit_plugin.models.archival import load_archive
 from fmit_plugin.predictors.predictor import Predictor
 from fmit_plugin.vision.image_loading import ImageLoadReport
 from fmit_plugin.visualization.prediction_picture import save_prediction_picture
@@ -141,9 +140,7 @@ def predict_file(
     if output_file and not stream and Path(output_file).exists() and os.path.samefile(input_file, output_file):
         # Opening the output would empty the input before a line of it is read.
         raise ConfigurationError(f"--output-file {output_file} is the input file: it would be overwritten")
-    archive = load_archive(archive_file, cuda_device=cuda_device, overrides=overrides, feature_store=feature_store)
-    name = predictor_name or archive.model.default_predictor or "sentence_tagger"
-    predictor = Predictor.by_name(name)(archive.model, archive.validation_dataset_reader)
+    predictor = Predictor.from_path(archive_file, predictor_name, cuda_device, overrides, feature_store)
     if render_dir is not None:
         try:
             Path(render_dir).mkdir(parents=True, exist_ok=True)
@@ -153,7 +150,7 @@ def predict_file(
     unrendered = 0
     images = ImageCounts()
     with PredictionWriter(output_file, echo=not silent) as writer:
-        items = _input_items(input_file, archive.validation_dataset_reader if use_dataset_reader else None)
+        items = _input_items(input_file, predictor.dataset_reader if use_dataset_reader else None)
         for window in _chunks(items, sort_window):
             results = _predict_batch(predictor, window, batch_size, images)
             errors += sum(1 for result in results if "error" in result)
@@ -164,6 +161,12 @@ def predict_file(
                 break
             if render_dir is not None:
                 unrendered += _render(results, first_line, Path(render_dir))
+    if predictor.ungrounded_inputs:
+        logger.warning(
+            "%d inputs had an image but no regions (none given, none in the sidecar, none found by the detector): "
+            "the model saw their whole image only (see their \"warnings\"; docs/serving.md says how to give regions)",
+            predictor.ungrounded_inputs,
+        )
     if unrendered:
         logger.warning("%d pictures could not be drawn in %s (the predictions are written)", unrendered, render_dir)
     images.log()

@@ -28,7 +28,7 @@ from fmit_plugin.data.vocabulary import Vocabulary
 from fmit_plugin.models.archival import CONFIG_NAME, TRAINING_RECORD_NAME, VOCABULARY_DIR, archive_model
 from fmit_plugin.models.model import Model
 from fmit_plugin.models.model_card import training_record
-from fmit_plugin.training.evaluation import evaluate
+from fmit_plugin.training.evaluation import description_of, evaluate
 from fmit_plugin.training.logs import training_logs
 from fmit_plugin.training.trainer import Trainer
 
@@ -290,10 +290,16 @@ def _train(params: Params, serialization_dir: Path, recover: bool, dry_run: bool
     if distributed.is_primary():
         archive_model(serialization_dir)
     if test_data is not None:
-        test_metrics = evaluate(model, evaluation_loader(test_data), trainer.device, "test")
+        test_loader = evaluation_loader(test_data)
+        test_metrics = evaluate(model, test_loader, trainer.device, "test", len(test_loader))
         metrics.update({f"test_{k}": v for k, v in test_metrics.items()})
     if distributed.is_primary():
         dump_metrics(serialization_dir / "metrics.json", metrics)
+        # The figures of metrics.json, not a progress bar's running ones.
+        for prefix, what in (("best_validation_", "best validation"), ("test_", "test")):
+            final = {k[len(prefix):]: v for k, v in metrics.items() if k.startswith(prefix)}
+            if final:
+                logger.info("Final %s metrics (as in metrics.json): %s", what, description_of(final))
         logger.info("Finished: archive at %s", serialization_dir / "model.tar.gz")
     distributed.barrier()
     return model

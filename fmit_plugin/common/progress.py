@@ -32,9 +32,9 @@ class _LinePerUpdate:
         sys.stderr.flush()
 
 
-def progress(iterable: Iterable, description: str, total: Optional[int] = None) -> tqdm:
+def progress(iterable: Optional[Iterable], description: str, total: Optional[int] = None) -> tqdm:
     """A tqdm bar on the primary worker (disabled on the others). With `--file-friendly-logging`
-    it updates every 10 seconds, in ASCII, one line per update."""
+    it updates every 10 seconds, in ASCII, one line per update. `iterable=None`: updated by hand."""
     friendly = file_friendly_logging()
     return tqdm(
         iterable,

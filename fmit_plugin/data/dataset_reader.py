@@ -8,6 +8,7 @@ from tango.common import Registrable
 from tango.common.exceptions import ConfigurationError
 
 from fmit_plugin.data.instance import TaggingInstance
+from fmit_plugin.vision.regions import Region
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +57,13 @@ class DatasetReader(Registrable):
         raise NotImplementedError
 
     def text_to_instance(
-        self, words: list[str], tags: Optional[list[str]] = None, image: Optional[str] = None
+        self,
+        words: list[str],
+        tags: Optional[list[str]] = None,
+        image: Optional[str] = None,
+        image_bytes: Optional[bytes] = None,
+        regions: Optional[list[Region]] = None,
     ) -> TaggingInstance:
+        """`image`: an image id or path; `image_bytes`: the image itself, in memory (then `image` only
+        names it); `regions`: groundings given with the tweet, used instead of the reader's grounder."""
         raise NotImplementedError

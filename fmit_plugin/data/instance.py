@@ -2,6 +2,7 @@
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from fmit_plugin.vision.regions import Region
 from fmit_plugin.vision.visual_objects import VisualObjects
 
 
@@ -13,6 +14,9 @@ class TaggingInstance:
     `metadata["source"]` says where it came from ("file:line"), so errors can name it. `warnings`
     says what went wrong without stopping the tweet (an unreadable image the uniform empty image
     replaced...); the predictor returns them with the tweet's answer.
+
+    `image_bytes` is an image held in memory (an upload), used instead of `image_path`; `regions`
+    are groundings given with the tweet, used instead of the grounder's (`None`: not given).
     """
 
     words: list[str]
@@ -20,6 +24,8 @@ class TaggingInstance:
     image_id: Optional[str] = None
     image_path: Optional[str] = None
     visual: Optional[VisualObjects] = None
+    image_bytes: Optional[bytes] = None
+    regions: Optional[list[Region]] = None
     metadata: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 

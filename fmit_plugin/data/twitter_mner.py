@@ -10,6 +10,7 @@ from typing import Optional, Union
 from fmit_plugin.data.dataset_reader import DatasetReader
 from fmit_plugin.data.instance import TaggingInstance
 from fmit_plugin.vision.image_loading import is_url
+from fmit_plugin.vision.regions import Region
 from fmit_plugin.vision.visual_object_extractor import ExtractionSummary, VisualObjectExtractor
 
 logger = logging.getLogger(__name__)
@@ -39,6 +40,12 @@ class _Block:
 
     def open(self, image_id: Optional[str], line_number: int) -> None:
         self.image_id, self.start_line, self.started = image_id, line_number, True
+
+
+def _image_id_of(image: str) -> str:
+    """The image id of an image id or a path: the file name, without an image extension."""
+    name = Path(image).name
+    return Path(name).stem if Path(name).suffix.lower() in IMAGE_EXTENSIONS else name
 
 
 def _image_id_problem(image_id: str) -> Optional[str]:
@@ -235,11 +242,18 @@ class TwitterMnerReader(DatasetReader):
         objects, summary = self.visual_objects.extract(instances, description, show_progress=show_progress)
         for instance, visual in zip(instances, objects, strict=True):
             instance.visual = visual
-            if visual.image_status != "ok" and (instance.image_id or instance.image_path):
-                # No path means the id was looked up and not found: say where it was looked for.
-                message = visual.image_message if instance.image_path else self._not_found(instance.image_id)
+            if visual.image_status != "ok" and (instance.image_id or instance.image_path or instance.image_bytes):
+                # No path (nor bytes) means the id was looked up and not found: say where it was looked for.
+                found = instance.image_path or instance.image_bytes is not None
+                message = visual.image_message if found else self._not_found(instance.image_id)
                 instance.warnings.append(
                     f"image not used ({visual.image_status}: {message}); the model saw the uniform empty image"
+                )
+            if visual.ungrounded:
+                instance.warnings.append(
+                    f"no regions for image {instance.image_id or instance.image_path or '(bytes)'}: none given "
+                    '("regions"), none in the grounder\'s sidecar, or none found by its detector; '
+                    "the model saw the whole image only"
                 )
         return summary
 
@@ -371,20 +385,36 @@ class TwitterMnerReader(DatasetReader):
         return None
 
     def text_to_instance(
-        self, words: list[str], tags: Optional[list[str]] = None, image: Optional[str] = None
+        self,
+        words: list[str],
+        tags: Optional[list[str]] = None,
+        image: Optional[str] = None,
+        image_bytes: Optional[bytes] = None,
+        regions: Optional[list[Region]] = None,
     ) -> TaggingInstance:
-        """`image` is an image id (looked up in `image_dir`) or a path to an image file. With
-        `visual_objects` configured, the instance gets its objects (from the store when cached).
+        """`image` is an image id (looked up in `image_dir`) or a path to an image file; with
+        `image_bytes` (an image in memory) it only names the image (its id), and no file is looked
+        for. `regions`, when given, are this tweet's groundings, used instead of the grounder's.
+        With `visual_objects` configured, the instance gets its objects (from the store when cached).
         An image the model will not see is always said in `warnings`: why it could not be used, or
         that the model is text-only, or that the tweet has no words."""
-        instance = self._instance(words, tags, image, allow_path=True)
-        if image and self.visual_objects is None:
+        if image_bytes is not None:
+            instance = self._instance(words, tags, None)
+            instance.image_id = _image_id_of(image) if image else None
+            instance.image_bytes = image_bytes
+        else:
+            instance = self._instance(words, tags, image, allow_path=True)
+        instance.regions = regions
+        has_image = bool(image) or image_bytes is not None
+        if has_image and self.visual_objects is None:
             instance.warnings.append("image ignored: this model is text-only (its dataset reader has no "
                                      "visual_objects)")
-        elif image and not words:
+        elif has_image and not words:
             instance.warnings.append("image not used: the tweet has no words to tag")
         elif self.visual_objects is not None and words:
             self._attach_visual_objects([instance])
+        if regions and self.visual_objects is None:
+            instance.warnings.append('"regions" ignored: this model uses no visual objects')
         return instance
 
     def _instance(
@@ -400,8 +430,7 @@ class TwitterMnerReader(DatasetReader):
         image_path: Optional[str] = None
         image_id: Optional[str] = None
         if image:
-            name = Path(image).name
-            image_id = Path(name).stem if Path(name).suffix.lower() in IMAGE_EXTENSIONS else name
+            image_id = _image_id_of(image)
             if allow_path and _is_file(image):
                 image_path = image
             else:

@@ -33,7 +33,8 @@ def evaluate(
     amp_dtype: Optional[torch.dtype] = None,
 ) -> dict[str, float]:
     """Mean loss and the model's metrics over `batches`; collects readable outputs into
-    `predictions` when a list is given. In a distributed run each worker evaluates its shard and
+    `predictions` when a list is given (in batch order, each with its instance's `metadata`). The
+    bar's last line shows the returned figures. In a distributed run each worker evaluates its shard and
     the counts and losses are summed over workers, so every worker returns the same figures.
     With `amp_dtype` the forward runs under autocast, as the trainer's validation does with `use_amp`."""
     model.eval()
@@ -43,27 +44,37 @@ def evaluate(
     loss_batches = 0
     if distributed.is_distributed():
         description += f" (rank 0 of {distributed.world_size()}, its own shard)"
-    bar = progress(batches, description, total)
-    with torch.inference_mode():
-        for number, batch in enumerate(bar, start=1):
-            with autocast(device, amp_dtype):
-                output = model(**move_to_device(batch, device))
-            if "loss" in output:
-                loss_sum += output["loss"].float()
-                loss_batches += 1
-            if predictions is not None:
-                readable = model.make_output_human_readable(output)
-                for i, words in enumerate(readable["words"]):
-                    predictions.append(
-                        {"words": words, "tags": readable["tags"][i], "entities": readable["entities"][i]}
-                    )
-            if not bar.disable and (number % LOG_EVERY == 0 or number == total):
-                running = running_metrics(model)
-                if loss_batches:
-                    running = {"loss": float(loss_sum) / loss_batches, **running}
-                bar.set_postfix_str(description_of(running), refresh=False)
-    metrics = model.get_metrics(reset=True)
-    total_loss, total_batches = distributed.sum_across_workers(float(loss_sum), loss_batches)
-    if total_batches:
-        metrics["loss"] = total_loss / total_batches
+    # Updated by hand, not by iterating it: the bar must stay open after the last batch to show
+    # the final figures (summed over workers), not the running ones of its last refresh.
+    bar = progress(None, description, total)
+    try:
+        with torch.inference_mode():
+            for number, batch in enumerate(batches, start=1):
+                with autocast(device, amp_dtype):
+                    output = model(**move_to_device(batch, device))
+                if "loss" in output:
+                    loss_sum += output["loss"].float()
+                    loss_batches += 1
+                if predictions is not None:
+                    readable = model.make_output_human_readable(output)
+                    for i, words in enumerate(readable["words"]):
+                        meta = batch["metadata"][i] if "metadata" in batch else {}
+                        predictions.append({
+                            "words": words, "tags": readable["tags"][i], "entities": readable["entities"][i],
+                            "metadata": meta,
+                        })
+                bar.update(1)
+                if not bar.disable and number % LOG_EVERY == 0:
+                    running = running_metrics(model)
+                    if loss_batches:
+                        running = {"loss": float(loss_sum) / loss_batches, **running}
+                    bar.set_postfix_str(description_of(running), refresh=False)
+        metrics = model.get_metrics(reset=True)
+        total_loss, total_batches = distributed.sum_across_workers(float(loss_sum), loss_batches)
+        if total_batches:
+            metrics["loss"] = total_loss / total_batches
+        if not bar.disable:
+            bar.set_postfix_str(description_of(metrics), refresh=False)
+    finally:
+        bar.close()
     return metrics

@@ -314,8 +314,9 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _parse_region(region: Any) -> tuple[str, Box, Optional[tuple[int, int]], float]:
-    """One region record of a sidecar line; `ValueError` saying what is wrong."""
+def parse_region(region: Any) -> tuple[str, Box, Optional[tuple[int, int]], float]:
+    """One region record (a sidecar line's, or one given with a prediction input); `ValueError` saying what
+    is wrong: (phrase, box, span or `None`, score)."""
     if not isinstance(region, dict):
         raise ValueError("a region must be a JSON object")
     for key in ("phrase", "span", "box"):
@@ -419,7 +420,7 @@ class PrecomputedGrounder(PhraseGrounder):
             raise ValueError(f"'image_id' must be a string or an integer, got {image_id!r}")
         if not isinstance(record["regions"], list):
             raise ValueError("'regions' must be a list")
-        return str(image_id), [_parse_region(region) for region in record["regions"]]
+        return str(image_id), [parse_region(region) for region in record["regions"]]
 
     def cache_key(self) -> str:
         return f"precomputed(path={self.path}, sha256={self.content_hash}, min_score={self.min_score})"

@@ -183,6 +183,44 @@ def load_image(path: Optional[str], max_pixels: int = 89_478_485, max_bytes: int
     return _decode(path, data, max_pixels)
 
 
+def load_image_bytes(data: bytes, name: Optional[str] = None, max_pixels: int = 89_478_485) -> LoadedImage:
+    """
+    As `load_image`, for an image already in memory (an upload, a `PIL.Image` the caller encoded):
+    nothing is written to disk, and the result is keyed by the SHA-256 of `data` as a file's is, so
+    the same image gives the same features whether it came as a file or as bytes.
+
+    # Parameters
+
+    data : `bytes`
+        The encoded image (PNG, JPEG...).
+    name : `str`, optional
+        What messages call the image (default "image bytes").
+    max_pixels : `int`, optional (default = `89_478_485`)
+    """
+    shown = name or "image bytes"
+    if not data:
+        return _failure(name, "empty_file", f"{shown}: no bytes (0 bytes)")
+    return _decode(shown, bytes(data), max_pixels)
+
+
+def image_header_pixels(data: bytes) -> Optional[tuple[str, int]]:
+    """("WIDTHxHEIGHT", pixels) of encoded image `data`, read from its header with nothing decoded; `None`
+    when Pillow cannot identify it. For refusing decompression bombs before any work is done."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as opened:
+                width, height = opened.size
+                return f"{width}x{height}", width * height
+    except Image.DecompressionBombError as error:
+        # Pillow refuses over twice MAX_IMAGE_PIXELS before handing out the size; its message has the count.
+        match = re.search(r"\((\d+) pixels\)", str(error))
+        pixels = int(match.group(1)) if match else 2 * int(Image.MAX_IMAGE_PIXELS or 0) + 1
+        return f"{pixels} pixels", pixels
+    except Exception:  # noqa: BLE001 - anything Pillow cannot read is "not identified"
+        return None
+
+
 def _decode(path: str, data: bytes, max_pixels: int) -> LoadedImage:
     with warnings.catch_warnings():
         # Pillow warns above MAX_IMAGE_PIXELS: make that an error unless the caller allows more pixels,

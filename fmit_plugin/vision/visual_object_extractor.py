@@ -5,7 +5,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Optional, Protocol
+from typing import Any, Optional, Protocol
 
 import torch
 from PIL import Image
@@ -15,8 +15,14 @@ from tango.common.exceptions import ConfigurationError
 from fmit_plugin.common.progress import progress
 from fmit_plugin.vision.backbones import ImageBackbone
 from fmit_plugin.vision.feature_store import FeatureStore, StoredObjects
-from fmit_plugin.vision.grounders import PhraseGrounder, WholeImageGrounder
-from fmit_plugin.vision.image_loading import MAX_IMAGE_BYTES, ImageLoadReport, LoadedImage, load_image
+from fmit_plugin.vision.grounders import PhraseGrounder, WholeImageGrounder, clip_box, span_in_tweet
+from fmit_plugin.vision.image_loading import (
+    MAX_IMAGE_BYTES,
+    ImageLoadReport,
+    LoadedImage,
+    load_image,
+    load_image_bytes,
+)
 from fmit_plugin.vision.noun_phrases import NounPhraseExtractor
 from fmit_plugin.vision.regions import Region
 from fmit_plugin.vision.visual_objects import VisualObjects, to_visual_objects
@@ -29,7 +35,11 @@ EXTRACTION_VERSION = "1"
 
 
 class TweetWithImage(Protocol):
-    """What extraction reads of a tweet: its words and its image (a `TaggingInstance` is one)."""
+    """What extraction reads of a tweet: its words and its image (a `TaggingInstance` is one).
+
+    A tweet may also carry `image_bytes` (an image in memory, used instead of `image_path`) and
+    `regions` (a list of `Region`s given with the tweet, used instead of the grounder's); both
+    are read with `getattr`, so plain tweets need neither."""
 
     @property
     def words(self) -> Sequence[str]: ...
@@ -50,11 +60,14 @@ class ExtractionSummary:
     regions: int = 0
     seconds: float = 0.0
     images: ImageLoadReport = field(default_factory=ImageLoadReport)
+    # Read images for which a grounding extractor found no region: the model saw the whole image only.
+    ungrounded: int = 0
 
     def line(self) -> str:
+        ungrounded = f", {self.ungrounded} images without regions" if self.ungrounded else ""
         return (
-            f"visual objects: {self.tweets} tweets ({self.cache_hits} from the store), {self.regions} regions; "
-            f"{self.images.summary()}; {self.seconds:.1f} s"
+            f"visual objects: {self.tweets} tweets ({self.cache_hits} from the store), {self.regions} regions"
+            f"{ungrounded}; {self.images.summary()}; {self.seconds:.1f} s"
         )
 
 
@@ -125,16 +138,32 @@ class VisualObjectExtractor(FromParams):
     def get_output_dim(self) -> int:
         return self.backbone.get_output_dim()
 
-    def _key(self, loaded: LoadedImage, words: Sequence[str], image_id: Optional[str]) -> str:
-        payload = json.dumps([self._settings, loaded.sha256, list(words), image_id or ""])
-        return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+    @property
+    def grounds_regions(self) -> bool:
+        """Whether objects beyond the whole image are expected: a grounder that finds regions (not
+        "whole_image", whose single object is the point, nor "grid", whose cells always exist)."""
+        return not isinstance(self.grounder, WholeImageGrounder) and not self.grounder.uses_feature_map_grid
 
-    def _regions(self, loaded: LoadedImage, words: list[str], image_id: Optional[str]) -> list[Region]:
+    def _key(
+        self, loaded: LoadedImage, words: Sequence[str], image_id: Optional[str], given: Optional[list[Region]]
+    ) -> str:
+        payload: list[Any] = [self._settings, loaded.sha256, list(words), image_id or ""]
+        if given is not None:
+            # Given regions replace the grounder's: they are part of what the features depend on.
+            payload.append([[r.label, r.box, r.span, r.score] for r in given])
+        return hashlib.sha256(json.dumps(payload).encode("utf-8")).hexdigest()
+
+    def _regions(
+        self, loaded: LoadedImage, words: list[str], image_id: Optional[str], given: Optional[list[Region]] = None
+    ) -> list[Region]:
         whole = Region(WHOLE_IMAGE, (0.0, 0.0, float(loaded.image.width), float(loaded.image.height)))
         if loaded.status != "ok":
             return [whole]  # nothing to find in the uniform empty image
-        phrases = self.noun_phrases.extract(words) if self.noun_phrases is not None else []
-        found = self.grounder.ground(loaded.image, image_id or "", words, phrases)
+        if given is not None:
+            found = _fitted(given, words, loaded.image.width, loaded.image.height)
+        else:
+            phrases = self.noun_phrases.extract(words) if self.noun_phrases is not None else []
+            found = self.grounder.ground(loaded.image, image_id or "", words, phrases)
         # Merge duplicates (same box for the same words), then keep the best-scored ones.
         unique: dict[tuple, Region] = {}
         for region in found:
@@ -175,13 +204,18 @@ class VisualObjectExtractor(FromParams):
         objects: list[VisualObjects] = []
         pending: dict[str, StoredObjects] = {}
         for tweet in progress(tweets, description, len(tweets)) if show_progress else tweets:
-            loaded = load_image(tweet.image_path, max_pixels=self.max_pixels, max_bytes=self.max_bytes)
+            image_bytes: Optional[bytes] = getattr(tweet, "image_bytes", None)
+            given: Optional[list[Region]] = getattr(tweet, "regions", None)
+            if image_bytes is not None:
+                loaded = load_image_bytes(image_bytes, tweet.image_id, max_pixels=self.max_pixels)
+            else:
+                loaded = load_image(tweet.image_path, max_pixels=self.max_pixels, max_bytes=self.max_bytes)
             summary.images.add(loaded)
             words = list(tweet.words)
-            key = self._key(loaded, words, tweet.image_id)
+            key = self._key(loaded, words, tweet.image_id, given)
             stored = self.store.get(key) if self.store is not None else None
             if stored is None:
-                regions = self._regions(loaded, words, tweet.image_id)
+                regions = self._regions(loaded, words, tweet.image_id, given)
                 stored = StoredObjects(regions, self._features(loaded.image, regions))
                 pending[key] = stored
                 if self.store is not None and len(pending) >= 64:
@@ -189,13 +223,32 @@ class VisualObjectExtractor(FromParams):
                     pending = {}
             else:
                 summary.cache_hits += 1
-            objects.append(to_visual_objects(stored, len(words), loaded.status, "" if loaded.ok else loaded.message))
+            visual = to_visual_objects(stored, len(words), loaded.status, "" if loaded.ok else loaded.message)
+            # Given regions, even none, are the caller's word; otherwise a read image left with the whole
+            # image only, by a grounder meant to find objects, is worth saying.
+            visual.ungrounded = loaded.ok and given is None and self.grounds_regions and len(stored.regions) == 1
+            summary.ungrounded += visual.ungrounded
+            objects.append(visual)
             summary.tweets += 1
             summary.regions += len(stored.regions)
         if self.store is not None and pending:
             self.store.put_many(pending)
         summary.seconds = time.time() - started
         return objects, summary
+
+
+def _fitted(given: list[Region], words: list[str], width: int, height: int) -> list[Region]:
+    """Given regions as the precomputed grounder treats its sidecar's: a span outside the tweet or a
+    box with no area inside the image is dropped, boxes are clipped to the image."""
+    fitted = []
+    for region in given:
+        if region.span is not None and not span_in_tweet(region.span, len(words)):
+            continue
+        box = clip_box(region.box, width, height) if region.box is not None else None
+        if box is None:
+            continue
+        fitted.append(Region(region.label, box, region.span, region.score))
+    return fitted
 
 
 def _crop(image: Image.Image, region: Region) -> Image.Image:

@@ -21,6 +21,8 @@ class VisualObjects:
     image_status : `"ok"`, or why the uniform empty image stood in for the tweet's image (a
         `LoadedImage.status`: "missing", "corrupt", ...).
     image_message : what was wrong with the image, naming its path; empty when it was read.
+    ungrounded : the image was read and its extractor grounds regions, but none was found (no
+        region given, none in a sidecar, none by the detector): the model saw the whole image only.
     """
 
     features: torch.Tensor
@@ -29,6 +31,7 @@ class VisualObjects:
     boxes: list[Optional[tuple[float, float, float, float]]] = field(default_factory=list)
     image_status: str = "ok"
     image_message: str = ""
+    ungrounded: bool = False
 
     def __post_init__(self) -> None:
         if self.features.dim() != 2 or self.spans.shape != (self.features.shape[0], 2):
