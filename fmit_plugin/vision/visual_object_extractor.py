@@ -15,7 +15,7 @@ from tango.common.exceptions import ConfigurationError
 from fmit_plugin.common.progress import progress
 from fmit_plugin.vision.backbones import ImageBackbone
 from fmit_plugin.vision.feature_store import FeatureStore, StoredObjects
-from fmit_plugin.vision.grounders import PhraseGrounder, WholeImageGrounder, clip_box, span_in_tweet
+from fmit_plugin.vision.grounders import GridGrounder, PhraseGrounder, WholeImageGrounder, clip_box, span_in_tweet
 from fmit_plugin.vision.image_loading import (
     MAX_IMAGE_BYTES,
     ImageLoadReport,
@@ -142,7 +142,7 @@ class VisualObjectExtractor(FromParams):
     def grounds_regions(self) -> bool:
         """Whether objects beyond the whole image are expected: a grounder that finds regions (not
         "whole_image", whose single object is the point, nor "grid", whose cells always exist)."""
-        return not isinstance(self.grounder, WholeImageGrounder) and not self.grounder.uses_feature_map_grid
+        return not isinstance(self.grounder, (WholeImageGrounder, GridGrounder))
 
     def _key(
         self, loaded: LoadedImage, words: Sequence[str], image_id: Optional[str], given: Optional[list[Region]]
