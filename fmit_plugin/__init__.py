@@ -6,7 +6,7 @@ trainers, predictors and subcommands.
 from fmit_plugin import commands as _commands  # noqa: F401
 from fmit_plugin import modules, predictors  # noqa: F401
 from fmit_plugin.commands import evaluate, extract_visual_objects, predict, train  # noqa: F401
-from fmit_plugin.data import dataset_reader, twitter_mner  # noqa: F401
+from fmit_plugin.data import dataset_reader, twitter_gmner, twitter_mner  # noqa: F401
 from fmit_plugin.models import crf_tagger, fmit  # noqa: F401
 from fmit_plugin.training import optimizers, trainer  # noqa: F401
 from fmit_plugin.version import VERSION as __version__  # noqa: F401

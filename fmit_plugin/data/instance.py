@@ -2,6 +2,7 @@
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from fmit_plugin.vision.regions import Box
 from fmit_plugin.vision.visual_objects import VisualObjects
 
 
@@ -13,6 +14,10 @@ class TaggingInstance:
     `metadata["source"]` says where it came from ("file:line"), so errors can name it. `warnings`
     says what went wrong without stopping the tweet (an unreadable image the uniform empty image
     replaced...); the predictor returns them with the tweet's answer.
+
+    `entity_boxes` (grounded MNER, the `twitter_gmner` reader): for every gold entity, keyed by its
+    (start, end exclusive) word span, the boxes that show it in the image, in image pixels; an empty
+    list means the entity is not groundable. `None` when the data has no grounding annotation.
     """
 
     words: list[str]
@@ -22,6 +27,7 @@ class TaggingInstance:
     visual: Optional[VisualObjects] = None
     metadata: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    entity_boxes: Optional[dict[tuple[int, int], list[Box]]] = None
 
     def __post_init__(self) -> None:
         if self.tags is not None and len(self.tags) != len(self.words):
