@@ -8,17 +8,15 @@ import torch.distributed as dist
 
 from fmit_plugin.common import distributed
 from fmit_plugin.metrics.span_f1 import SpanCounts
-from fmit_plugin.vision.regions import Box, box_iou
+from fmit_plugin.vision.regions import GROUNDING_IOU_THRESHOLD, Box, box_iou
 
 # (type, start, end exclusive, box or None): a predicted entity and where the model says it is.
 PredictedEntity = tuple[str, int, int, Optional[Box]]
 # (type, start, end exclusive, boxes): a gold entity and every box that shows it; none = not groundable.
 GoldEntity = tuple[str, int, int, Sequence[Box]]
 
-IOU_THRESHOLD = 0.5
 
-
-def box_matches(predicted: Optional[Box], gold: Sequence[Box], threshold: float = IOU_THRESHOLD) -> bool:
+def box_matches(predicted: Optional[Box], gold: Sequence[Box], threshold: float = GROUNDING_IOU_THRESHOLD) -> bool:
     """The grounding is right: the predicted box overlaps one of the gold boxes with IoU >= `threshold`,
     or the entity is not groundable and the prediction says so (`None`)."""
     if predicted is None or not gold:

@@ -34,6 +34,9 @@ class Region:
     score: float = 1.0
     grid_cell: Optional[tuple[int, int, int]] = None
 
+# Grounded MNER (Yu et al., ACL 2023): a box shows an entity when its IoU with a gold box is at least this.
+GROUNDING_IOU_THRESHOLD = 0.5
+
 
 def box_iou(first: Box, second: Box) -> float:
     """Intersection over union of two boxes; 0.0 when they do not overlap (or either has no area).
