@@ -10,3 +10,4 @@ from fmit_plugin.data import dataset_reader, twitter_gmner, twitter_mner  # noqa
 from fmit_plugin.models import crf_tagger, fmit  # noqa: F401
 from fmit_plugin.training import optimizers, trainer  # noqa: F401
 from fmit_plugin.version import VERSION as __version__  # noqa: F401
+from fmit_plugin.vision import proposals  # noqa: F401
