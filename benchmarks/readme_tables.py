@@ -30,6 +30,7 @@ PAGES = {
     "headline_speed": README,
     "accuracy_twitter2015": DOCS / "results.md",
     "synthetic": DOCS / "results.md",
+    "gmner": DOCS / "results.md",
     "speed": DOCS / "speed.md",
     "visual_extraction": DOCS / "visual_objects.md",
 }
@@ -90,6 +91,7 @@ def renderers() -> dict[str, Callable[[], str]]:
     sys.path.insert(0, str(Path(__file__).parent))
     import accuracy
     import fresh_clone
+    import gmner
     import speed
     import synthetic
     import visual_extraction
@@ -103,6 +105,8 @@ def renderers() -> dict[str, Callable[[], str]]:
     tables["speed"] = lambda: speed.render(_load("speed.json"))
     tables["headline_speed"] = lambda: speed.headline(_load("speed.json"))
     tables["demo"] = lambda: fresh_clone.table(_load("demo.json"))
+    if (RESULTS / "gmner.json").is_file():
+        tables["gmner"] = lambda: gmner.table(_load("gmner.json"))
     return tables
 
 

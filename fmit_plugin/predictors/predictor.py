@@ -47,7 +47,9 @@ class SentenceTaggerPredictor(Predictor):
     Input lines: `{"tokens": ["I", "love", "Paris"]}` or `{"sentence": "I love Paris"}` (split
     with the tweet tokenizer), optionally with `"image"` (a path, or an image id looked up in the
     reader's `image_dir`). Output: `tokens`, `tags`, and `entities`, each with `text`, `type`,
-    `start`, `end` (word indices, end exclusive) and `confidence`. An `"id"` key is echoed. What went
+    `start`, `end` (word indices, end exclusive) and `confidence`; a model with an `entity_grounding`
+    block adds each entity's `box` (`[x0, y0, x1, y1]` in image pixels, or null: not in the image) and
+    `box_confidence`. An `"id"` key is echoed. What went
     wrong without stopping the line (an image that could not be used...) is listed in `"warnings"`,
     present only when there is something to say.
 
