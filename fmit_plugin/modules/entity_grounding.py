@@ -63,7 +63,8 @@ class EntityGrounding(torch.nn.Module, FromParams):
         inclusive = torch.stack([spans[..., 0], (spans[..., 1] - 1).clamp(min=0)], dim=-1)
         inclusive = inclusive * span_mask.unsqueeze(-1).long()
         # (batch, entities, projection)
-        queries = self.query(self.span_extractor(word_outputs, inclusive, span_indices_mask=span_mask))
+        # contiguous: allennlp-light's batched_index_select views the sequence (a lattice slice may not be).
+        queries = self.query(self.span_extractor(word_outputs.contiguous(), inclusive, span_indices_mask=span_mask))
         keys = self.key(object_outputs)  # (batch, objects, projection)
         object_logits = torch.einsum("bep,bop->beo", queries, keys) * self._scale
         lowest = torch.finfo(object_logits.dtype).min
