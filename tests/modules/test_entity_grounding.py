@@ -58,3 +58,14 @@ def test_bad_settings_are_configuration_errors():
         EntityGrounding(input_dim=4, loss_weight=-1)
     with pytest.raises(ConfigurationError, match="projection_dim"):
         EntityGrounding(input_dim=4, projection_dim=0)
+
+
+def test_takes_non_contiguous_word_outputs():
+    # A lattice slice through dropout may not be contiguous; allennlp-light's span extractor views it.
+    head = _head()
+    words = torch.randn(1, 4, 12)[:, :, ::2]
+    assert not words.is_contiguous()
+    objects, candidates = torch.randn(1, 2, 6), torch.tensor([[True, True]])
+    spans, span_mask = spans_tensor([[(0, 2)]])
+    logits = head(words, objects, candidates, spans, span_mask)
+    assert torch.equal(logits, head(words.contiguous(), objects, candidates, spans, span_mask))
