@@ -267,7 +267,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     done = {row["row"]: row for row in previous.get("rows", [])} if same else {}
     result: dict[str, Any] = {
         "command": " ".join(["python", "benchmarks/gmner.py", *(argv if argv is not None else sys.argv[1:])]),
-        "machine": machine(), "seed": args.seed, "epochs": args.epochs, "layers": args.layers,
+        "machine": machine(), "machine_note": "CPU cores shared with other engineers' jobs: timings are rough",
+        "seed": args.seed, "epochs": args.epochs, "layers": args.layers,
         "boundary_weight": args.boundary_weight,
         "dataset": {"settings": settings, "data_seed": args.data_seed, "tweets": sizes,
                     "subset_tweets": write_subsets(data, work)},
