@@ -31,6 +31,7 @@ PAGES = {
     "accuracy_twitter2015": DOCS / "results.md",
     "paper_tables": DOCS / "results.md",
     "synthetic": DOCS / "results.md",
+    "gmner": DOCS / "results.md",
     "speed": DOCS / "speed.md",
     "visual_extraction": DOCS / "visual_objects.md",
     "serve": DOCS / "serving.md",
@@ -92,6 +93,7 @@ def renderers() -> dict[str, Callable[[], str]]:
     sys.path.insert(0, str(Path(__file__).parent))
     import accuracy
     import fresh_clone
+    import gmner
     import paper_tables
     import serve
     import speed
@@ -109,6 +111,8 @@ def renderers() -> dict[str, Callable[[], str]]:
     tables["headline_speed"] = lambda: speed.headline(_load("speed.json"))
     tables["demo"] = lambda: fresh_clone.table(_load("demo.json"))
     tables["serve"] = lambda: serve.table(_load("serve.json"))
+    if (RESULTS / "gmner.json").is_file():
+        tables["gmner"] = lambda: gmner.table(_load("gmner.json"))
     return tables
 
 

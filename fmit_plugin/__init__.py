@@ -14,10 +14,11 @@ from fmit_plugin.commands import (  # noqa: F401
     serve,
     train,
 )
-from fmit_plugin.data import dataset_reader, twitter_mner  # noqa: F401
+from fmit_plugin.data import dataset_reader, twitter_gmner, twitter_mner  # noqa: F401
 from fmit_plugin.models import crf_tagger, fmit  # noqa: F401
 from fmit_plugin.predictors import Predictor
 from fmit_plugin.training import optimizers, trainer  # noqa: F401
 from fmit_plugin.version import VERSION as __version__  # noqa: F401
+from fmit_plugin.vision import proposals  # noqa: F401
 
 __all__ = ["Predictor"]

@@ -10,6 +10,7 @@ from tango.common.exceptions import ConfigurationError
 
 from fmit_plugin.data.instance import TaggingInstance
 from fmit_plugin.data.vocabulary import Vocabulary
+from fmit_plugin.vision.regions import GROUNDING_IOU_THRESHOLD, box_iou
 
 Batch = dict[str, Any]
 # Lengths in the same band of 10% (on a log scale) count as equal to the bucket sampler.
@@ -237,8 +238,9 @@ def collate(
     """
     Instances -> model inputs: `words` (lists of strings; each text embedder tokenizes them
     itself, so swapping the text model in a config needs no reader change), `tags` (padded ids)
-    when every instance has gold tags, visual objects padded when any instance has them, and
-    `metadata`.
+    when every instance has gold tags, visual objects padded when any instance has them, gold
+    grounding targets when any instance has gold entity boxes (`grounding_targets`), and `metadata`
+    (with each tweet's `object_boxes` and gold `entity_boxes`, for grounded outputs and `gmner_f1`).
     """
     batch: Batch = {
         "words": [list(instance.words) for instance in instances],
@@ -263,7 +265,43 @@ def collate(
         batch["tags"] = tags
     if any(instance.visual is not None for instance in instances):
         batch.update(collate_visual_objects(instances))
+    for instance, metadata in zip(instances, batch["metadata"]):
+        if instance.visual is not None:
+            metadata["object_boxes"] = list(instance.visual.boxes)
+        if instance.entity_boxes is not None:
+            metadata["entity_boxes"] = instance.entity_boxes
+    if any(instance.entity_boxes is not None for instance in instances):
+        batch.update(grounding_targets(instances))
     return batch
+
+
+def grounding_targets(instances: Sequence[TaggingInstance], iou_threshold: float = GROUNDING_IOU_THRESHOLD) -> Batch:
+    """
+    Gold grounding of every gold entity, padded: `entity_spans` `(batch, entities, 2)` (start, end
+    exclusive), `entity_span_mask` `(batch, entities)`, and `grounding_targets` `(batch, entities,
+    objects + 1)`, True for each visual object whose box has IoU >= `iou_threshold` with one of the
+    entity's gold boxes, and in the last column for an entity with no gold box ("none"). A groundable
+    entity no candidate overlaps enough has no True option: the grounding loss leaves it out.
+    """
+    entities = [sorted(instance.entity_boxes or {}) for instance in instances]
+    max_entities = max((len(spans) for spans in entities), default=0)
+    max_objects = max((instance.visual.features.shape[0] for instance in instances if instance.visual), default=0)
+    spans = torch.zeros(len(instances), max_entities, 2, dtype=torch.long)
+    span_mask = torch.zeros(len(instances), max_entities, dtype=torch.bool)
+    targets = torch.zeros(len(instances), max_entities, max_objects + 1, dtype=torch.bool)
+    for row, (instance, sentence) in enumerate(zip(instances, entities)):
+        candidates = instance.visual.boxes if instance.visual is not None else []
+        for column, span in enumerate(sentence):
+            assert instance.entity_boxes is not None
+            gold = instance.entity_boxes[span]
+            spans[row, column] = torch.tensor(span)
+            span_mask[row, column] = True
+            if not gold:
+                targets[row, column, max_objects] = True
+            for index, box in enumerate(candidates):
+                if box is not None and any(box_iou(box, gold_box) >= iou_threshold for gold_box in gold):
+                    targets[row, column, index] = True
+    return {"entity_spans": spans, "entity_span_mask": span_mask, "grounding_targets": targets}
 
 
 def collate_visual_objects(instances: Sequence[TaggingInstance]) -> Batch:

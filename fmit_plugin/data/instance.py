@@ -2,7 +2,7 @@
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from fmit_plugin.vision.regions import Region
+from fmit_plugin.vision.regions import Box, Region
 from fmit_plugin.vision.visual_objects import VisualObjects
 
 
@@ -17,6 +17,9 @@ class TaggingInstance:
 
     `image_bytes` is an image held in memory (an upload), used instead of `image_path`; `regions`
     are groundings given with the tweet, used instead of the grounder's (`None`: not given).
+    `entity_boxes` (grounded MNER, the `twitter_gmner` reader): for every gold entity, keyed by its
+    (start, end exclusive) word span, the boxes that show it in the image, in image pixels; an empty
+    list means the entity is not groundable. `None` when the data has no grounding annotation.
     """
 
     words: list[str]
@@ -28,6 +31,7 @@ class TaggingInstance:
     regions: Optional[list[Region]] = None
     metadata: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    entity_boxes: Optional[dict[tuple[int, int], list[Box]]] = None
 
     def __post_init__(self) -> None:
         if self.tags is not None and len(self.tags) != len(self.words):

@@ -8,11 +8,13 @@ from tango.common import Lazy
 from tango.common.exceptions import ConfigurationError
 
 from fmit_plugin.common.checks import check_dimensions_match
-from fmit_plugin.data.span_utils import bio_positions, label_tensors
+from fmit_plugin.data.span_utils import bio_positions, bio_tags_to_spans, label_tensors
 from fmit_plugin.data.vocabulary import Vocabulary
+from fmit_plugin.metrics.gmner_f1 import GmnerF1Measure
 from fmit_plugin.metrics.span_f1 import SpanF1Measure
 from fmit_plugin.models.model import Model
 from fmit_plugin.modules.conditional_random_field import ConditionalRandomField
+from fmit_plugin.modules.entity_grounding import EntityGrounding, ground_spans
 from fmit_plugin.modules.flat_lattice import LatticeProjection, build_flat_lattice, lattice_inputs_of
 from fmit_plugin.modules.flat_lattice_transformer import FlatLatticeTransformer
 from fmit_plugin.modules.tagging_head import TaggingHead, require_bio
@@ -83,6 +85,11 @@ class Fmit(Model):
         `max_distance` (farther positions all look alike) and keeps the lattice attention, whose
         memory grows with the square of the cells, within a few hundred MB per tweet; tweets are
         at most 280 characters. `null` removes the limit.
+    entity_grounding : `EntityGrounding`, optional (default = `None`)
+        Grounded MNER (docs/model.md): every entity also gets the visual object that shows it, or
+        "none"; its loss is added with its `loss_weight`, `get_metrics` adds `gmner_f1`'s scores and
+        the entities of `make_output_human_readable` their `box` and `box_confidence`. Off when absent
+        (no parameters added).
     """
 
     default_predictor = "sentence_tagger"
@@ -105,6 +112,7 @@ class Fmit(Model):
         verbose_metrics: bool = True,
         crf: Optional[Lazy[ConditionalRandomField]] = None,
         max_words: Optional[int] = 512,
+        entity_grounding: Optional[Lazy[EntityGrounding]] = None,
     ) -> None:
         super().__init__(vocab, max_words)
         require_bio(label_encoding)
@@ -148,6 +156,8 @@ class Fmit(Model):
                 label_encoding="BIOUL", crf=crf,
             )
         self._f1_metric = SpanF1Measure()
+        self.entity_grounding = entity_grounding.construct(input_dim=hidden_dim) if entity_grounding else None
+        self._gmner_metric = GmnerF1Measure()
         # Prefix (0 O, 1 B, 2 I) and type index of every label id, for `_boundary_tags`.
         prefixes, kinds, _ = label_tensors(labels)
         self._label_prefix: torch.Tensor
@@ -193,12 +203,17 @@ class Fmit(Model):
         object_spans: Optional[torch.Tensor] = None,
         object_mask: Optional[torch.Tensor] = None,
         metadata: Optional[list[dict[str, Any]]] = None,
+        entity_spans: Optional[torch.Tensor] = None,
+        entity_span_mask: Optional[torch.Tensor] = None,
+        grounding_targets: Optional[torch.Tensor] = None,
         **kwargs: Any,
     ) -> dict[str, Any]:
         """
         words : the tweets' words; tags : `(batch, words)` gold ids, optional;
         object_features `(batch, objects, visual_dim)`, object_spans `(batch, objects, 2)`
         (inclusive 0-based first / last word), object_mask `(batch, objects)`: optional.
+        entity_spans `(batch, entities, 2)`, entity_span_mask, grounding_targets `(batch,
+        entities, objects + 1)`: the gold grounding (`data_loader.grounding_targets`), optional.
         """
         self.check_lengths(len(sentence) for sentence in words)
         embedded, word_mask = self.text_field_embedder(words)  # (batch, words, text_dim)
@@ -227,7 +242,52 @@ class Fmit(Model):
             boundary_loss = self.boundary_head(boundary, word_mask, boundary_tags)["loss"]
             output["boundary_loss"] = boundary_loss
             output["loss"] = output["loss"] + self.boundary_weight * boundary_loss
+        if self.entity_grounding is not None:
+            given = 0 if object_mask is None else object_mask.shape[1]
+            output.update(
+                grounding_words=word_outputs,
+                # (batch, given objects, d): the empty-image object appended last is no candidate.
+                grounding_objects=self.dropout(lattice.object_outputs(encoded))[:, :given],
+                grounding_candidates=lattice.object_mask[:, :given],
+                object_boxes=[item.get("object_boxes", []) for item in metadata or [{} for _ in words]],
+            )
+            if grounding_targets is not None and entity_spans is not None and entity_span_mask is not None:
+                logits = self.entity_grounding(
+                    word_outputs, output["grounding_objects"], output["grounding_candidates"], entity_spans,
+                    entity_span_mask,
+                )
+                grounding_loss = self.entity_grounding.loss(logits, grounding_targets, entity_span_mask)
+                output["grounding_loss"] = grounding_loss
+                if "loss" in output:
+                    output["loss"] = output["loss"] + self.entity_grounding.loss_weight * grounding_loss
+            if tags is not None and metadata and all("entity_boxes" in item for item in metadata):
+                self._update_gmner_metric(output, tags, word_mask, metadata)
         return output
+
+    def _grounded(self, output: dict[str, Any], spans: list[list[tuple[int, int]]]) -> list[list[tuple[Any, float]]]:
+        """The box and its confidence for each (start, end exclusive) span of each sentence."""
+        assert self.entity_grounding is not None
+        return ground_spans(
+            self.entity_grounding, output["grounding_words"], output["grounding_objects"],
+            output["grounding_candidates"], output["object_boxes"], spans,
+        )
+
+    def _update_gmner_metric(
+        self, output: dict[str, Any], tags: torch.Tensor, word_mask: torch.Tensor, metadata: list[dict[str, Any]]
+    ) -> None:
+        """gmner_f1 over the batch: reads the predicted and gold tags back to the host (grounding only)."""
+        labels = self.tagging_head.labels
+        predicted, gold = (
+            [bio_tags_to_spans([labels[i] for i in row]) for row in self.tagging_head.rows(ids, word_mask)]
+            for ids in (output["tags"], tags)
+        )
+        boxes = self._grounded(output, [[(start, end) for _, start, end in sentence] for sentence in predicted])
+        self._gmner_metric(
+            [[(kind, start, end, box) for (kind, start, end), (box, _) in zip(sentence, chosen, strict=True)]
+             for sentence, chosen in zip(predicted, boxes, strict=True)],
+            [[(kind, start, end, item["entity_boxes"].get((start, end), [])) for kind, start, end in sentence]
+             for sentence, item in zip(gold, metadata, strict=True)],
+        )
 
     def _boundary_tags(self, tags: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """
@@ -245,10 +305,21 @@ class Fmit(Model):
         return torch.where(begins & ends, ids["U-ENT"], boundary)
 
     def make_output_human_readable(self, output_dict: dict[str, Any]) -> dict[str, Any]:
-        return self.tagging_head.make_output_human_readable(output_dict)
+        output_dict = self.tagging_head.make_output_human_readable(output_dict)
+        if self.entity_grounding is not None:
+            # Each entity's box in image pixels ([x0, y0, x1, y1]) or None ("not in the image").
+            sentences = output_dict["entities"]
+            chosen = self._grounded(output_dict, [[(e["start"], e["end"]) for e in entities] for entities in sentences])
+            for entities, boxes in zip(sentences, chosen, strict=True):
+                for entity, (box, confidence) in zip(entities, boxes, strict=True):
+                    entity["box"] = None if box is None else [round(float(v), 1) for v in box]
+                    entity["box_confidence"] = round(confidence, 6)
+        return output_dict
 
     def get_metrics(self, reset: bool = False) -> dict[str, float]:
         metrics = self._f1_metric.get_metric(reset)
         if not self._verbose_metrics:
             metrics = {name: value for name, value in metrics.items() if "overall" in name}
+        if self.entity_grounding is not None:
+            metrics.update(self._gmner_metric.get_metric(reset))
         return metrics

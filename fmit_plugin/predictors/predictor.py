@@ -103,9 +103,10 @@ class SentenceTaggerPredictor(Predictor):
     "score": 0.9}]` (span: inclusive first and last word, or null for the whole sentence; score
     optional), used instead of whatever grounder the model was trained with. Output: `tokens`, `tags`,
     and `entities`, each with `text`, `type`, `start`, `end` (word indices, end exclusive) and
-    `confidence`. An `"id"` key is echoed. What went wrong without stopping the line (an image that
-    could not be used, an image for which no region was found...) is listed in `"warnings"`, present
-    only when there is something to say.
+    `confidence`; a model with an `entity_grounding` block adds each entity's `box` (`[x0, y0, x1, y1]`
+    in image pixels, or null: not in the image) and `box_confidence`. An `"id"` key is echoed. What
+    went wrong without stopping the line (an image that could not be used, an image for which no
+    region was found...) is listed in `"warnings"`, present only when there is something to say.
 
         predictor = Predictor.from_path("runs/fmit/model.tar.gz")
         predictor.predict(sentence="Obama in Paris", image=open("t1.jpg", "rb").read(),

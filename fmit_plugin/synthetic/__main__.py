@@ -1,4 +1,5 @@
-"""`python -m fmit_plugin.synthetic OUTPUT_DIR [--train N --valid N --test N --seed S --image-size W H --overwrite]`"""
+"""`python -m fmit_plugin.synthetic OUTPUT_DIR [--train N --valid N --test N --seed S --image-size W H --overwrite
+--grounded-entities]`"""
 import argparse
 import json
 import sys
@@ -35,6 +36,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         help=f"tweets with a blank image ({BLANK_IMAGE_RATE})",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty OUTPUT_DIR")
+    parser.add_argument("--grounded-entities", action="store_true",
+                        help="also write each entity's box (xml/<image_id>.xml, Pascal VOC) and proposals.jsonl")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     try:
@@ -46,6 +49,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             missing_image_rate=args.missing_image_rate,
             blank_image_rate=args.blank_image_rate,
             overwrite=args.overwrite,
+            grounded_entities=args.grounded_entities,
         )
     # A bad argument value is a ConfigurationError, as in every other module (issue 14).
     except (DatasetExistsError, ConfigurationError) as error:

@@ -25,6 +25,15 @@ The output folder holds::
                                    non-entity phrases grounded to distractor boxes; blank images get no regions,
                                    missing images no line
 
+With `grounded_entities=True` (grounded MNER, `python -m fmit_plugin.synthetic --grounded-entities`) also::
+
+    xml/<image_id>.xml             each entity's drawn box in Twitter-GMNER's Pascal VOC format (read by the
+                                   `twitter_gmner` reader); images without entity regions get no file, so
+                                   the entities of blank and missing images are not groundable
+    proposals.jsonl                class-agnostic candidates for the `proposals` grounder: the box of every
+                                   drawn shape, entity or distractor, each corner jittered by up to
+                                   `PROPOSAL_JITTER` of its side, shuffled (blank images: no boxes)
+
 Everything follows from `seed`: the same arguments give byte-identical files.
 """
 import json
@@ -37,6 +46,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
+from xml.sax.saxutils import escape
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -45,6 +55,10 @@ from tango.common.exceptions import ConfigurationError
 ENTITY_TYPES = ("PER", "LOC", "ORG", "MISC")
 DEFAULT_NUM_TWEETS: Mapping[str, int] = {"train": 300, "valid": 60, "test": 60}
 SIDECAR_NAME = "groundings.jsonl"
+PROPOSALS_NAME = "proposals.jsonl"
+ENTITY_BOXES_FOLDER = "xml"
+# Proposals' corners move by up to this fraction of the box's side: IoU with the drawn box stays >= 0.5.
+PROPOSAL_JITTER = 0.1
 IMAGE_FOLDER = "images"
 MIN_IMAGE_SIDE = 32
 
@@ -211,6 +225,8 @@ class SyntheticTweet:
     cue: bool
     image: str = "image"  # "image", "blank" or "missing"
     regions: list[dict[str, Any]] = field(default_factory=list)
+    entity_boxes: list[tuple[Mention, BoxInt]] = field(default_factory=list)  # each mention's drawn box
+    drawn_boxes: list[BoxInt] = field(default_factory=list)  # every shape drawn, entity or distractor
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -448,7 +464,7 @@ def draw_tweet_image(rng: random.Random, tweet: SyntheticTweet, image_size: tupl
     width, height = image_size
     if tweet.image == "blank":
         grey = rng.randint(200, 240)
-        tweet.regions = []
+        tweet.regions, tweet.entity_boxes, tweet.drawn_boxes = [], [], []
         return Image.new("RGB", image_size, (grey, grey, grey))
     image = _background(rng, width, height)
     draw = ImageDraw.Draw(image)
@@ -462,6 +478,7 @@ def draw_tweet_image(rng: random.Random, tweet: SyntheticTweet, image_size: tupl
         look = VISUAL_VOCABULARY[mention.entity_type]
         draw_shape(draw, look.shape, box, _jitter(rng, look.colour))
         regions.append(_region(tweet.words, (mention.first, mention.last), box))
+        tweet.entity_boxes.append((mention, box))
     phrases = list(tweet.phrases)
     rng.shuffle(phrases)
     for index in range(rng.randint(0, 2)):
@@ -475,7 +492,37 @@ def draw_tweet_image(rng: random.Random, tweet: SyntheticTweet, image_size: tupl
         if index < len(phrases):
             regions.append(_region(tweet.words, phrases[index], box))
     tweet.regions = regions
+    tweet.drawn_boxes = taken
     return image
+
+
+def voc_annotation(tweet: SyntheticTweet, image_size: tuple[int, int]) -> str:
+    """The Pascal VOC xml of a tweet's entity boxes, as Twitter-GMNER writes them (name = the entity's words)."""
+    width, height = image_size
+    objects = "".join(
+        f"\t<object>\n\t\t<name>{escape(' '.join(tweet.words[mention.first : mention.last + 1]))}</name>\n"
+        f"\t\t<bndbox>\n\t\t\t<xmin>{x0}</xmin>\n\t\t\t<ymin>{y0}</ymin>\n\t\t\t<xmax>{x1}</xmax>\n"
+        f"\t\t\t<ymax>{y1}</ymax>\n\t\t</bndbox>\n\t</object>\n"
+        for mention, (x0, y0, x1, y1) in tweet.entity_boxes
+    )
+    return (
+        f"<annotation>\n\t<filename>{tweet.image_id}.png</filename>\n\t<size>\n\t\t<width>{width}</width>\n"
+        f"\t\t<height>{height}</height>\n\t\t<depth>3</depth>\n\t</size>\n{objects}</annotation>\n"
+    )
+
+
+def proposals(rng: random.Random, tweet: SyntheticTweet, image_size: tuple[int, int]) -> list[list[int]]:
+    """Every drawn box, each corner moved by up to `PROPOSAL_JITTER` of its side (kept inside the image), shuffled."""
+    width, height = image_size
+    boxes = []
+    for x0, y0, x1, y1 in tweet.drawn_boxes:
+        # Floored: IoU with the drawn box stays >= 0.64 (a box shrunk or grown by 10 % at both corners).
+        dx, dy = int(PROPOSAL_JITTER * (x1 - x0)), int(PROPOSAL_JITTER * (y1 - y0))
+        nx0, ny0 = max(0, x0 + rng.randint(-dx, dx)), max(0, y0 + rng.randint(-dy, dy))
+        nx1, ny1 = min(width, x1 + rng.randint(-dx, dx)), min(height, y1 + rng.randint(-dy, dy))
+        boxes.append([nx0, ny0, max(nx1, nx0 + 1), max(ny1, ny0 + 1)])
+    rng.shuffle(boxes)
+    return boxes
 
 
 def _region(words: Sequence[str], span: tuple[int, int], box: BoxInt) -> dict[str, Any]:
@@ -570,6 +617,7 @@ def generate_dataset(
     missing_image_rate: float = MISSING_IMAGE_RATE,
     blank_image_rate: float = BLANK_IMAGE_RATE,
     overwrite: bool = False,
+    grounded_entities: bool = False,
 ) -> dict[str, Any]:
     """
     Writes a synthetic dataset to `output_dir` and returns its summary.
@@ -590,6 +638,9 @@ def generate_dataset(
         Fraction of each split's tweets (rounded) whose image is uniform, with no regions.
     overwrite : `bool`, optional (default = `False`)
         Replace a non-empty `output_dir` (only once the new dataset is complete).
+    grounded_entities : `bool`, optional (default = `False`)
+        Also write each entity's box (`xml/<image_id>.xml`, Pascal VOC) and the candidates (`proposals.jsonl`),
+        for grounded MNER. Tweets, images and groundings are the same with or without them.
 
     The dataset is written to a temporary sibling folder which is renamed to `output_dir` once complete, so an
     interrupted run leaves no partial dataset under `output_dir`.
@@ -616,6 +667,9 @@ def generate_dataset(
         (staging / IMAGE_FOLDER).mkdir()
         splits: dict[str, dict[str, Any]] = {}
         sidecar: list[str] = []
+        proposal_lines: list[str] = []
+        if grounded_entities:
+            (staging / ENTITY_BOXES_FOLDER).mkdir()
         files: list[str] = []
         images_written = 0
         for split, count in num_tweets.items():
@@ -627,11 +681,17 @@ def generate_dataset(
                 image.save(staging / IMAGE_FOLDER / f"{tweet.image_id}.png", format="PNG")
                 images_written += 1
                 sidecar.append(json.dumps({"image_id": tweet.image_id, "regions": tweet.regions}, ensure_ascii=False))
+                if grounded_entities:
+                    _write_grounding(staging, tweet, (width, height), seed, split, proposal_lines)
             _write_split(staging / f"{split}.txt", tweets)
             files.append(f"{split}.txt")
             splits[split] = _split_summary(tweets)
         (staging / SIDECAR_NAME).write_bytes(("\n".join(sidecar) + "\n" if sidecar else "").encode("utf-8"))
         files.append(SIDECAR_NAME)
+        if grounded_entities:
+            text = "\n".join(proposal_lines) + "\n" if proposal_lines else ""
+            (staging / PROPOSALS_NAME).write_bytes(text.encode("utf-8"))
+            files += [PROPOSALS_NAME, f"{ENTITY_BOXES_FOLDER}/"]
         _move_into_place(staging, output)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -659,6 +719,19 @@ def generate_dataset(
         "images_written": images_written,
         "image_folder": IMAGE_FOLDER,
     }
+
+
+def _write_grounding(
+    staging: Path, tweet: SyntheticTweet, image_size: tuple[int, int], seed: int, split: str, lines: list[str]
+) -> None:
+    """The tweet's xml (when it has entity boxes) and its proposals line. The jitter has its own random stream
+    per image, so the tweets and images are the same as without `grounded_entities`."""
+    if tweet.entity_boxes:
+        (staging / ENTITY_BOXES_FOLDER / f"{tweet.image_id}.xml").write_text(
+            voc_annotation(tweet, image_size), encoding="utf-8"
+        )
+    rng = random.Random(f"fmit-synthetic/{seed}/{split}/proposals/{tweet.image_id}")
+    lines.append(json.dumps({"image_id": tweet.image_id, "boxes": proposals(rng, tweet, image_size)}))
 
 
 def _move_into_place(staging: Path, output: Path) -> None:

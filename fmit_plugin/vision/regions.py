@@ -33,3 +33,18 @@ class Region:
     span: Optional[tuple[int, int]] = None
     score: float = 1.0
     grid_cell: Optional[tuple[int, int, int]] = None
+
+# Grounded MNER (Yu et al., ACL 2023): a box shows an entity when its IoU with a gold box is at least this.
+GROUNDING_IOU_THRESHOLD = 0.5
+
+
+def box_iou(first: Box, second: Box) -> float:
+    """Intersection over union of two boxes; 0.0 when they do not overlap (or either has no area).
+    By hand: torchvision has `ops.box_iou`, but it is not a dependency (and must not pull a torch build)."""
+    width = min(first[2], second[2]) - max(first[0], second[0])
+    height = min(first[3], second[3]) - max(first[1], second[1])
+    if width <= 0 or height <= 0:
+        return 0.0
+    intersection = width * height
+    union = (first[2] - first[0]) * (first[3] - first[1]) + (second[2] - second[0]) * (second[3] - second[1])
+    return intersection / (union - intersection)

@@ -1,6 +1,8 @@
 """
 A picture of one prediction: the image with the visual objects the model saw (boxes labelled by their
 phrase), beside the tweet with every predicted entity coloured by type and labelled with its confidence.
+A grounded entity (grounded MNER: the entity's `"box"`) gets its box drawn thick in its type's colour,
+numbered like the entity's label under its words, so box and words are linked.
 
 Drawn with Pillow only (its built-in scalable font), so it works wherever the plugin does.
 """
@@ -101,12 +103,39 @@ def _draw_objects(
         draw.text((x + 2, y + 2 - text_box[1]), label, fill=BACKGROUND, font=font)
 
 
+def _box_numbers(entities: Sequence[Mapping[str, Any]]) -> dict[int, int]:
+    """Entity index -> its number (1, 2, ...) for the entities with a box, in the tweet's order."""
+    with_box = [index for index, entity in enumerate(entities) if entity.get("box") is not None]
+    return {index: number for number, index in enumerate(with_box, start=1)}
+
+
+def _draw_entity_boxes(panel: Image.Image, scale: float, entities: Sequence[Mapping[str, Any]]) -> None:
+    """Each grounded entity's box, thick, in its type's colour, tagged "number TYPE" (as under its words)."""
+    draw = ImageDraw.Draw(panel)
+    font = _font(SMALL_FONT_SIZE)
+    for index, number in _box_numbers(entities).items():
+        entity = entities[index]
+        left, top, right, bottom = (float(value) * scale for value in entity["box"])
+        colour = type_colour(entity["type"])
+        draw.rectangle([left, top, max(left, right - 1), max(top, bottom - 1)], outline=colour, width=4)
+        label = f"{number} {entity['type']}"
+        text_box = draw.textbbox((0, 0), label, font=font)
+        width, height = text_box[2] - text_box[0] + 4, text_box[3] - text_box[1] + 4
+        # Under the box's bottom edge when there is room (object labels sit above boxes), else inside it.
+        y = bottom if bottom + height <= panel.height else bottom - height
+        x = min(max(0.0, left), panel.width - width)
+        draw.rectangle([x, y, x + width, y + height], fill=colour)
+        draw.text((x + 2, y + 2 - text_box[1]), label, fill=BACKGROUND, font=font)
+
+
 def _text_panel(tokens: Sequence[str], entities: Sequence[Mapping[str, Any]], height: int) -> Image.Image:
-    """The tweet, wrapped; entity words on their type's colour, with "TYPE confidence" under each entity."""
+    """The tweet, wrapped; entity words on their type's colour, with "TYPE confidence" under each entity
+    (preceded by its box's number when it is grounded)."""
     font, small = _font(FONT_SIZE), _font(SMALL_FONT_SIZE)
     measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     space = measure.textlength(" ", font=font) + 4  # room for the highlight around entity words
     owner: dict[int, Mapping[str, Any]] = {}  # word index -> its entity
+    numbers = {id(entities[index]): number for index, number in _box_numbers(entities).items()}
     for span in entities:
         for index in range(span["start"], span["end"]):
             owner[index] = span
@@ -136,6 +165,8 @@ def _text_panel(tokens: Sequence[str], entities: Sequence[Mapping[str, Any]], he
             if index == entity["start"]:
                 confidence = entity.get("confidence")
                 label = entity["type"] + (f" {confidence:.2f}" if isinstance(confidence, (int, float)) else "")
+                if id(entity) in numbers:
+                    label = f"{numbers[id(entity)]} {label}"
                 draw.text((left, top + FONT_SIZE + 3), label, fill=colour, font=small)
         else:
             draw.text((left, top), token, fill=TEXT, font=font)
@@ -159,6 +190,7 @@ def render_prediction(prediction: Mapping[str, Any], image: Optional[Image.Image
     image_panel, scale = _image_panel(image)
     if image is not None:
         _draw_objects(image_panel, scale, prediction.get("objects", []), entities, len(tokens))
+        _draw_entity_boxes(image_panel, scale, entities)
     text = _text_panel(tokens, entities, image_panel.height)
     height = max(image_panel.height, text.height) + 2 * MARGIN
     picture = Image.new("RGB", (image_panel.width + text.width + 3 * MARGIN, height), BACKGROUND)

@@ -9,6 +9,8 @@ from fmit_plugin.common.params import load_config
 from fmit_plugin.demo import DEMO_DATA
 from tests.conftest import TWITTER_FIXTURES
 
+GMNER_FIXTURES = Path(__file__).parents[1] / "fixtures" / "twitter_gmner"
+
 CONFIGS = sorted((Path(__file__).parents[2] / "training_configs").glob("*.jsonnet"))
 
 
@@ -23,6 +25,8 @@ def test_config_builds_with_dry_run(config, tiny_bert, tmp_path, monkeypatch, ca
     monkeypatch.setenv("TEXT_MODEL", str(tiny_bert))
     # The demo config's images and groundings live beside its data: it gets the embedded set.
     monkeypatch.setenv("DATA_DIR", str(DEMO_DATA if config.stem == "fmit_demo" else TWITTER_FIXTURES))
+    if config.stem == "fmit_gmner":  # Twitter-GMNER's layout: txt/{train,dev,test}.txt and xml/
+        monkeypatch.setenv("DATA_DIR", str(GMNER_FIXTURES))
     monkeypatch.setenv("MAX_INSTANCES", "4")
     monkeypatch.setenv("FEATURE_STORE", str(tmp_path / "features.sqlite"))
     params = load_config(config)

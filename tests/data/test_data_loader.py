@@ -12,6 +12,7 @@ from fmit_plugin.data.data_loader import (
     DataLoader,
     TaggingDataLoader,
     collate,
+    grounding_targets,
 )
 from fmit_plugin.data.instance import TaggingInstance
 from fmit_plugin.data.vocabulary import Vocabulary
@@ -291,3 +292,23 @@ def test_untagged_instances_iterate_without_vocab():
     batches = list(loader)
     assert [b["words"] for b in batches] == [[["w2_0"], ["w0_0", "w0_1"]], [["w1_0", "w1_1", "w1_2"]]]
     assert all("tags" not in b for b in batches)
+
+
+def test_grounding_targets_mark_candidates_overlapping_a_gold_box_and_none():
+    boxes = [(0.0, 0.0, 100.0, 100.0), (0.0, 0.0, 10.0, 10.0), (1.0, 1.0, 11.0, 11.0), (50.0, 50.0, 60.0, 60.0)]
+    visual = VisualObjects(torch.zeros(4, 2), torch.tensor([[0, 3]] * 4), ["whole image"] + ["proposal"] * 3, boxes)
+    entity_boxes = {(0, 1): [(0.0, 0.0, 10.0, 10.0)],  # candidates 1 and 2 (IoU 81 / 119 >= 0.5), not the image
+                    (2, 3): [],  # not groundable: "none"
+                    (3, 4): [(80.0, 0.0, 90.0, 10.0)]}  # no candidate overlaps: no right option
+    first = TaggingInstance(["a", "b", "c", "d"], ["B-PER", "O", "B-LOC", "B-ORG"], visual=visual,
+                            entity_boxes=entity_boxes)
+    second = TaggingInstance(["e"], ["B-PER"], entity_boxes={(0, 1): [(0.0, 0.0, 1.0, 1.0)]})  # no image
+    third = TaggingInstance(["f"], ["O"])  # no grounding annotation
+    batch = grounding_targets([first, second, third])
+    assert batch["entity_spans"].tolist() == [[[0, 1], [2, 3], [3, 4]], [[0, 1], [0, 0], [0, 0]],
+                                              [[0, 0], [0, 0], [0, 0]]]
+    assert batch["entity_span_mask"].tolist() == [[True, True, True], [True, False, False], [False] * 3]
+    assert batch["grounding_targets"][0].tolist() == [
+        [False, True, True, False, False], [False, False, False, False, True], [False] * 5,
+    ]
+    assert not batch["grounding_targets"][1:].any()

@@ -455,3 +455,50 @@ def test_the_only_vocabulary_class_is_the_label_vocabulary():
     words = generator.make_invented_words(random.Random(0))
     assert isinstance(words, generator.InventedWords) and not isinstance(words, Vocabulary)
     assert len(words.names) == 80 and len(set(words.names)) == 80
+
+
+# ------------------------------------------------------------------ grounded entities (grounded MNER)
+
+
+def test_grounded_entities_write_voc_boxes_and_jittered_proposals(tmp_path):
+    from fmit_plugin.data.twitter_gmner import TwitterGmnerReader
+    from fmit_plugin.vision.regions import box_iou
+
+    plain = tmp_path / "plain"
+    grounded = tmp_path / "grounded"
+    generate_dataset(plain, num_tweets=SMALL, seed=3, blank_image_rate=0.1, missing_image_rate=0.1)
+    summary = generate_dataset(grounded, num_tweets=SMALL, seed=3, blank_image_rate=0.1, missing_image_rate=0.1,
+                               grounded_entities=True)
+    assert summary["files"][-2:] == ["proposals.jsonl", "xml/"]
+    # The same tweets, images and groundings as without the option.
+    extra = {name: digest for name, digest in digests(grounded).items() if name not in digests(plain)}
+    assert {name: digests(grounded)[name] for name in digests(plain)} == digests(plain)
+    assert all(name == "proposals.jsonl" or name.startswith("xml/") for name in extra)
+
+    regions = {json.loads(line)["image_id"]: json.loads(line)["regions"]
+               for line in (grounded / "groundings.jsonl").read_text().splitlines()}
+    candidates = {json.loads(line)["image_id"]: json.loads(line)["boxes"]
+                  for line in (grounded / "proposals.jsonl").read_text().splitlines()}
+    assert candidates.keys() == regions.keys()  # every written image, none of the missing ones
+    reader = TwitterGmnerReader(entity_boxes_dir=str(grounded / "xml"))
+    groundable = not_groundable = 0
+    best_overlaps: list[float] = []
+    for split in SPLITS:
+        for instance in reader.read(str(grounded / f"{split}.txt")):
+            drawn = {(r["span"][0], r["span"][1] + 1): tuple(float(v) for v in r["box"])
+                     for r in regions.get(instance.image_id, [])}
+            for span, boxes in instance.entity_boxes.items():
+                if instance.image_id not in candidates or not candidates[instance.image_id]:
+                    assert boxes == []  # missing or blank image: not in the image
+                    not_groundable += 1
+                    continue
+                groundable += 1
+                assert boxes == [drawn[span]]
+                # Exactly one proposal overlaps the entity's box enough (regions never overlap).
+                overlaps = [box_iou(tuple(c), boxes[0]) for c in candidates[instance.image_id]]
+                assert sum(o >= 0.5 for o in overlaps) == 1
+                best_overlaps.append(max(overlaps))
+    assert groundable > 20 and not_groundable > 0
+    assert min(best_overlaps) < 1.0  # jittered, not the drawn boxes themselves
+    shown = [len(boxes) for image, boxes in candidates.items() if regions[image]]
+    assert max(shown) > 1  # several candidates per image: entities and distractors

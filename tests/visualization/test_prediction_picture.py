@@ -94,3 +94,24 @@ def test_save_reads_the_image_and_leaves_only_the_png(tmp_path):
     other = save_prediction_picture(_prediction(image=str(broken)), tmp_path / "out" / "q.png")
     with Image.open(other) as written:
         assert tuple(_pixels(written)[MARGIN + 5, MARGIN + 5]) == (235, 235, 235)
+
+
+def test_grounded_entities_get_their_box_in_their_colour_numbered_like_their_words():
+    grounded = [{**ENTITIES[0], "box": None, "box_confidence": 0.9},
+                {**ENTITIES[1], "box": [30.0, 8.0, 50.0, 28.0], "box_confidence": 0.8}]
+    white = Image.new("RGB", (64, 64), (255, 255, 255))
+    # Candidates tied to no phrase (proposals) are drawn grey; the PER entity's box in red, over its proposal.
+    proposals = [{"label": "proposal", "box": [30, 8, 50, 28], "start": 0, "end": 8}]
+    pixels = _pixels(render_prediction(_prediction(entities=grounded, objects=proposals), white))
+    scale = IMAGE_PANEL / 64
+    # The left edge of the PER box (image x = 30), halfway down it, and 3 panel pixels inside it (thick).
+    x, y = MARGIN + int(30 * scale), MARGIN + int(18 * scale)
+    assert tuple(pixels[y, x]) == TYPE_COLOURS["PER"] and tuple(pixels[y, x + 3]) == TYPE_COLOURS["PER"]
+    # The LOC entity has no box: no green anywhere on the image panel.
+    assert not _has_colour(pixels[:, : MARGIN + IMAGE_PANEL], TYPE_COLOURS["LOC"])
+    # Without the box the picture has no red on the image panel: the box is what drew it.
+    ungrounded = [{**entity, "box": None} for entity in grounded]
+    plain = _pixels(render_prediction(_prediction(entities=ungrounded, objects=proposals), white))
+    assert not _has_colour(plain[:, : MARGIN + IMAGE_PANEL], TYPE_COLOURS["PER"])
+    # The label under the PER words carries the box's number: the text panels differ.
+    assert (pixels[:, MARGIN + IMAGE_PANEL + MARGIN :] != plain[:, MARGIN + IMAGE_PANEL + MARGIN :]).any()

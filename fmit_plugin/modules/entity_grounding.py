@@ -1,0 +1,139 @@
+"""Grounded MNER: for each entity span, which visual object shows it, or "not in the image"."""
+import math
+from typing import Optional
+
+import torch
+from allennlp_light.modules.span_extractors import EndpointSpanExtractor
+from tango.common import FromParams
+from tango.common.exceptions import ConfigurationError
+
+from fmit_plugin.vision.regions import Box
+
+
+class EntityGrounding(torch.nn.Module, FromParams):
+    """
+    Scores, for every entity span, each visual-object cell of the lattice and one more option,
+    "not in the image", from the encoder's outputs: the entity is its first and last word cells
+    (allennlp-light's `EndpointSpanExtractor`), projected to a query; each object cell is projected
+    to a key; an object's score is their scaled dot product, "none" a learned function of the query.
+
+    Trained with cross-entropy against every option that is right (`loss`): the candidates whose IoU
+    with a gold box is at least 0.5, or "none" for an entity that is not groundable; the loss is the
+    negative log of the probability mass on them. Decoding (`decode`) picks the best option.
+
+    The `fmit` model builds it (`entity_grounding` block of its config) with its lattice dimension.
+
+    # Parameters
+
+    input_dim : `int`
+        The encoder's output dim (given by the model).
+    projection_dim : `int`, optional (default = `128`)
+        Size of the query and key spaces.
+    loss_weight : `float`, optional (default = `1.0`)
+        Weight of the grounding loss added to the tagging loss.
+    """
+
+    def __init__(self, input_dim: int, projection_dim: int = 128, loss_weight: float = 1.0) -> None:
+        super().__init__()
+        if loss_weight < 0:
+            raise ConfigurationError(f"entity_grounding.loss_weight must be >= 0, got {loss_weight}")
+        if projection_dim < 1:
+            raise ConfigurationError(f"entity_grounding.projection_dim must be positive, got {projection_dim}")
+        self.loss_weight = loss_weight
+        self.span_extractor = EndpointSpanExtractor(input_dim, combination="x,y")
+        self.query = torch.nn.Linear(self.span_extractor.get_output_dim(), projection_dim)
+        self.key = torch.nn.Linear(input_dim, projection_dim)
+        self.none_score = torch.nn.Linear(projection_dim, 1)
+        self._scale = 1.0 / math.sqrt(projection_dim)
+
+    def forward(
+        self,
+        word_outputs: torch.Tensor,
+        object_outputs: torch.Tensor,
+        object_mask: torch.Tensor,
+        spans: torch.Tensor,
+        span_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """
+        word_outputs `(batch, words, dim)`, object_outputs `(batch, objects, dim)`, object_mask
+        `(batch, objects)` (the candidates), spans `(batch, entities, 2)` (start, end exclusive),
+        span_mask `(batch, entities)`; returns logits `(batch, entities, objects + 1)`, the last
+        option "none", masked objects at the dtype's lowest value.
+        """
+        inclusive = torch.stack([spans[..., 0], (spans[..., 1] - 1).clamp(min=0)], dim=-1)
+        inclusive = inclusive * span_mask.unsqueeze(-1).long()
+        # (batch, entities, projection)
+        # contiguous: allennlp-light's batched_index_select views the sequence (a lattice slice may not be).
+        queries = self.query(self.span_extractor(word_outputs.contiguous(), inclusive, span_indices_mask=span_mask))
+        keys = self.key(object_outputs)  # (batch, objects, projection)
+        object_logits = torch.einsum("bep,bop->beo", queries, keys) * self._scale
+        lowest = torch.finfo(object_logits.dtype).min
+        object_logits = object_logits.masked_fill(~object_mask.bool().unsqueeze(1), lowest)
+        return torch.cat([object_logits, self.none_score(queries)], dim=-1)
+
+    @staticmethod
+    def loss(logits: torch.Tensor, targets: torch.Tensor, span_mask: torch.Tensor) -> torch.Tensor:
+        """
+        Mean over the entities of `span_mask` with at least one right option of
+        -log(sum of the probabilities of the right options); logits and targets (bool)
+        `(batch, entities, objects + 1)`. Zero when no entity counts.
+        """
+        log_probs = torch.log_softmax(logits.float(), dim=-1)
+        right = log_probs.masked_fill(~targets, float("-inf")).logsumexp(dim=-1)  # (batch, entities)
+        counted = span_mask & targets.any(dim=-1)
+        if not bool(counted.any()):
+            return logits.new_zeros((), dtype=torch.float)
+        return -right[counted].mean()
+
+    @staticmethod
+    def decode(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The best option `(batch, entities)` (an object index, or `objects` for "none") and its
+        probability."""
+        probabilities = torch.softmax(logits.float(), dim=-1)
+        confidence, best = probabilities.max(dim=-1)
+        return best, confidence
+
+
+def spans_tensor(spans: list[list[tuple[int, int]]], device: Optional[torch.device] = None) -> tuple[
+    torch.Tensor, torch.Tensor
+]:
+    """Per-sentence (start, end exclusive) spans -> padded `(batch, entities, 2)` and mask."""
+    width = max((len(sentence) for sentence in spans), default=0)
+    tensor = torch.zeros(len(spans), width, 2, dtype=torch.long)
+    mask = torch.zeros(len(spans), width, dtype=torch.bool)
+    for row, sentence in enumerate(spans):
+        for column, (start, end) in enumerate(sentence):
+            tensor[row, column] = torch.tensor([start, end])
+            mask[row, column] = True
+    return tensor.to(device), mask.to(device)
+
+
+@torch.no_grad()
+def ground_spans(
+    head: EntityGrounding,
+    word_outputs: torch.Tensor,
+    object_outputs: torch.Tensor,
+    candidates: torch.Tensor,
+    object_boxes: list[list[Optional[Box]]],
+    spans: list[list[tuple[int, int]]],
+) -> list[list[tuple[Optional[Box], float]]]:
+    """
+    The decoded box (`None` for "not in the image", or for a chosen object without a box) and its
+    probability for each (start, end exclusive) span of each sentence; `object_boxes` are the boxes
+    of each sentence's visual objects, in the order of `object_outputs`.
+    """
+    if not any(spans):
+        return [[] for _ in spans]
+    span_tensor, span_mask = spans_tensor(spans, word_outputs.device)
+    best, confidence = head.decode(head(word_outputs, object_outputs, candidates, span_tensor, span_mask))
+    best_rows, confidence_rows = best.tolist(), confidence.tolist()
+    result: list[list[tuple[Optional[Box], float]]] = []
+    for row, sentence in enumerate(spans):
+        boxes = object_boxes[row] if row < len(object_boxes) else []
+        chosen = []
+        for column in range(len(sentence)):
+            index = best_rows[row][column]
+            box = boxes[index] if index < len(boxes) and index < object_outputs.shape[1] else None
+            chosen.append((box, confidence_rows[row][column]))
+        result.append(chosen)
+    return result

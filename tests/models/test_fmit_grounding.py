@@ -1,0 +1,105 @@
+"""FMIT with the entity_grounding block: off by default, trains, decodes a box per entity, scores gmner_f1."""
+import copy
+
+import torch
+from tango.common import Params
+
+from fmit_plugin.data.data_loader import collate
+from fmit_plugin.data.instance import TaggingInstance
+from fmit_plugin.data.vocabulary import Vocabulary
+from fmit_plugin.models.fmit import Fmit
+from fmit_plugin.models.model import Model
+from fmit_plugin.predictors.predictor import SentenceTaggerPredictor
+from fmit_plugin.vision.visual_objects import VisualObjects
+from tests.conftest import tiny_config
+
+LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+TINY_ENCODER = {"type": "flat_lattice_transformer", "input_dim": 16, "num_layers": 1,
+                "num_attention_heads": 2, "feedforward_hidden_dim": 32, "dropout_prob": 0.0, "max_distance": 64}
+BOXES = [(0.0, 0.0, 10.0, 10.0), (20.0, 0.0, 30.0, 10.0), (0.0, 20.0, 10.0, 30.0)]
+
+
+def _model(tiny_bert, **overrides) -> Fmit:
+    torch.manual_seed(0)
+    config = {"type": "fmit", "text_field_embedder": tiny_config(tiny_bert)["model"]["text_field_embedder"],
+              "encoder": copy.deepcopy(TINY_ENCODER), "visual_dim": 8, "dropout": 0.0, "boundary_weight": 0.0,
+              **overrides}
+    model = Model.from_params(Params(config), vocab=Vocabulary({"labels": LABELS}))
+    assert isinstance(model, Fmit)
+    return model
+
+
+def _instances() -> list[TaggingInstance]:
+    """Two entities and three class-agnostic candidates spanning the whole sentence: each name's
+    candidate has its own feature (the look of that name's thing); its place among the candidates and
+    its box change from tweet to tweet, so only matching words to features finds it. The third tweet's
+    second entity is not in the image."""
+    looks = {"George": torch.eye(8)[0] * 3, "Paris": torch.eye(8)[1] * 3}
+    instances = []
+    for index, (first, second, order) in enumerate([
+        ("George", "Paris", (0, 1, 2)), ("Paris", "George", (2, 0, 1)), ("George", "Paris", (1, 2, 0)),
+        ("Paris", "George", (0, 2, 1)), ("George", "Paris", (2, 1, 0)), ("Paris", "George", (1, 0, 2)),
+    ]):
+        words = [first, "with", second]  # words the tiny BERT knows
+        tags = ["B-PER", "O", "B-LOC"]
+        features = torch.zeros(3, 8)
+        features[order[0]] = looks[first]
+        features[order[2]] = torch.eye(8)[5] * 3  # a distractor
+        boxes: dict[tuple[int, int], list] = {(0, 1): [BOXES[order[0]]], (2, 3): []}
+        if index != 2:
+            features[order[1]] = looks[second]
+            boxes[(2, 3)] = [BOXES[order[1]]]
+        visual = VisualObjects(features, torch.tensor([[0, 2]] * 3), ["proposal"] * 3, list(BOXES))
+        instances.append(TaggingInstance(words, tags, visual=visual, entity_boxes=boxes))
+    return instances
+
+
+def test_off_by_default_adds_nothing(tiny_bert):
+    plain = _model(tiny_bert)
+    assert plain.entity_grounding is None
+    assert not any("grounding" in key for key in plain.state_dict())
+    grounded = _model(tiny_bert, entity_grounding={"projection_dim": 8})
+    extra = set(grounded.state_dict()) - set(plain.state_dict())
+    assert extra and all(key.startswith("entity_grounding.") for key in extra)
+    assert set(plain.state_dict()) <= set(grounded.state_dict())
+    batch = collate(_instances(), plain.vocab)
+    plain.eval()
+    output = plain.make_output_human_readable(plain(**batch))
+    assert "box" not in output["entities"][0][0] and "gmner-f1" not in plain.get_metrics()
+
+
+def test_learns_which_candidate_shows_which_entity(tiny_bert):
+    model = _model(tiny_bert, entity_grounding={"projection_dim": 8, "loss_weight": 1.0})
+    instances = _instances()
+    batch = collate(instances, model.vocab)
+    assert batch["grounding_targets"].shape == (6, 2, 4)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    model.train()
+    first_loss = None
+    for _ in range(150):
+        optimizer.zero_grad()
+        output = model(**batch)
+        output["loss"].backward()
+        optimizer.step()
+        first_loss = first_loss if first_loss is not None else output["grounding_loss"].item()
+    assert output["grounding_loss"].item() < 0.1 * first_loss
+    model.eval()
+    model.get_metrics(reset=True)
+    model(**batch)
+    metrics = model.get_metrics(reset=True)
+    assert metrics["gmner-f1"] == 1.0 and metrics["entity-f1"] == metrics["f1-measure-overall"] == 1.0
+    assert metrics["grounding-accuracy"] == 1.0
+
+    # The predictor's answer: each entity's box (or null) and its confidence.
+    answers = SentenceTaggerPredictor(model, _Reader(instances)).predict_instances(instances)
+    first, third = answers[0]["entities"], answers[2]["entities"]
+    assert [entity["box"] for entity in first] == [list(BOXES[0]), list(BOXES[1])]
+    assert third[0]["box"] == list(BOXES[1]) and third[1]["box"] is None
+    assert all(0.5 < entity["box_confidence"] <= 1.0 for entity in first + third)
+
+
+class _Reader:
+    """The predictor only needs a reader for JSON input; these tests give it instances."""
+
+    def __init__(self, instances):
+        self.instances = instances
