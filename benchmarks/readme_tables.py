@@ -31,6 +31,7 @@ PAGES = {
     "accuracy_twitter2015": DOCS / "results.md",
     "synthetic": DOCS / "results.md",
     "speed": DOCS / "speed.md",
+    "speed_long": DOCS / "speed.md",
     "visual_extraction": DOCS / "visual_objects.md",
 }
 
@@ -102,6 +103,8 @@ def renderers() -> dict[str, Callable[[], str]]:
     tables["visual_extraction"] = lambda: visual_extraction.table(_load("visual_extraction.json"))
     tables["speed"] = lambda: speed.render(_load("speed.json"))
     tables["headline_speed"] = lambda: speed.headline(_load("speed.json"))
+    if (RESULTS / "speed_long.json").is_file():
+        tables["speed_long"] = lambda: speed.render_long(_load("speed_long.json"))
     tables["demo"] = lambda: fresh_clone.table(_load("demo.json"))
     return tables
 
