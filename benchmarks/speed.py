@@ -22,6 +22,14 @@ round-robin within a group so that load from other processes hits every row alik
 5. `bucketing`: what padding costs, FMIT l = 3 with the MiniLM predicting the first
    `--bucketing-tweets` tweets of `--data` in the training data loader's batches sorted by words (as
    AllenNLP's sampler) or by the model's lengths (word pieces; near-equal ones by words).
+6. `long`: long inputs, FMIT l = 3 (d = 512) forward and training step (forward, backward, Adam) at
+   batch 16 x (L words + 8 objects) for `--long-lengths` L, against the same-size plain
+   `pytorch_transformer` (the w/o Rel encoder) and the dense-R formulation it replaced
+   (`FlatLatticeTransformer.dense_forward`, up to `--long-dense-words`; the size of its R is recorded
+   for every L). Its own table (`speed_long` in docs/speed.md), so run it with its own `--output`:
+
+       python benchmarks/speed.py --groups long --threads 1 --long-repeats 2 --long-dense-words 256 \
+           --output benchmarks/results/speed_long.json --publish
 
 Batches: `--batches` batches of 16 tweets as the training data loader makes them (the "bucket"
 sampler, by word pieces, over all of `--data`, Twitter-2015 train, or over tweets of a fixed length
@@ -642,6 +650,22 @@ def long_group(args: argparse.Namespace, device: torch.device, results: dict[str
             if DENSE in rows:
                 entry["rows"][FMIT_L3]["ratio_to_dense"] = paired_ratio(entry["rows"][FMIT_L3]["times_s"],
                                                                         entry["rows"][DENSE]["times_s"])
+            # Saved as it goes: the long rows take long, a stopped run keeps what it measured.
+            Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
+
+
+def merge_long(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One results file of the long group from the files of processes that ran it side by side (each row's
+    ratios are still measured within one process); their commands are kept in order."""
+    if any(set(part["groups"]) != {"long"} for part in parts):
+        raise ValueError("only results files of the long group alone can be merged")
+    merged = dict(parts[0], groups={"long": {}}, commands=[part["command"] for part in parts])
+    repeats = " / ".join(sorted({str(part["long"]["repeats"]) for part in parts}))
+    merged["long"] = dict(parts[0]["long"], repeats=repeats)
+    for part in sorted(parts, key=lambda part: min(e["words"] for e in part["groups"]["long"].values())):
+        merged["groups"]["long"].update(part["groups"]["long"])
+    return merged
 
 
 def render_long(results: dict[str, Any]) -> str:
@@ -652,7 +676,9 @@ def render_long(results: dict[str, Any]) -> str:
         f"Machine: {info['processor']}, {info['cpu_count']} CPUs, torch {info['torch']} with "
         f"{info['torch_threads']} threads, device `{results['device']}`" + (f" ({info['cuda']})" if info.get("cuda")
                                                                           else "")
-        + f"; {results['long']['repeats']} rounds per row. Command: `{results['command']}`.",
+        + f"; {results['long']['repeats']} timed rounds per row. "
+        + ("Commands, run side by side: " + " and ".join(f"`{c}`" for c in results["commands"])
+           if "commands" in results else f"Command: `{results['command']}`") + ".",
         "Batch 16, d = 512, 8 heads, feed-forward 2048, 3 layers; time in ms per call, median (interquartile "
         "range); ratios are medians (range) of per-round ratios; peak MiB as in the table above; growth is the "
         "row's time (memory) over the previous length's.",
@@ -842,10 +868,17 @@ def main() -> None:
     parser.add_argument("--output", help="results JSON file")
     parser.add_argument("--publish", action="store_true",
                         help="write the tables (docs/speed.md, the README's headline)")
-    parser.add_argument("--render", help="measure nothing: render (and --publish) this results file")
+    parser.add_argument("--render", nargs="+",
+                        help="measure nothing: render (and --publish) this results file; several files of the "
+                             "long group alone (one run split over processes) are merged into --output first")
     args = parser.parse_args()
     if args.render:
-        show(json.loads(Path(args.render).read_text()), args.publish)
+        if len(args.render) > 1:
+            if not args.output:
+                parser.error("--output is required to merge several results files")
+            merged = merge_long([json.loads(Path(name).read_text()) for name in args.render])
+            Path(args.output).write_text(json.dumps(merged, indent=2) + "\n")
+        show(json.loads(Path(args.output if len(args.render) > 1 else args.render[0]).read_text()), args.publish)
         return
     if not args.output:
         parser.error("--output is required")

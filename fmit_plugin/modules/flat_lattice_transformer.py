@@ -3,7 +3,7 @@ The Flat Multi-modal Interaction Transformer encoder (FMIT Eq 10-12, after FLAT 
 """
 
 import math
-from typing import NamedTuple, Optional, Tuple
+from typing import NamedTuple, Optional, Tuple, cast
 
 import torch
 import torch.nn.functional as F
@@ -92,9 +92,9 @@ class RelativePositions(NamedTuple):
         num_special = int(special.sum(dim=1).max().item()) if num_cells else 0
         # Special cells first, then the others, each group in cell order.
         special_index = torch.argsort(torch.where(special, cell, cell + num_cells), dim=1)[:, :num_special]
-        # Sequence distances reach cells - 1; beyond `reach` only pairs that are not both sequence
-        # cells get clamped there, and those are overwritten or masked.
-        reach = max(fusion.reach(head, tail), min(num_cells - 1, fusion.max_distance))
+        # Two sequence cells are never farther apart than `reach`; the `sequence` rows beyond it
+        # (clamped) serve only pairs that are overwritten or masked.
+        reach = fusion.reach(head, tail)
         tables = fusion.tables(reach)
         if dtype is not None:
             tables = tables.to(dtype)
@@ -577,7 +577,7 @@ class FlatLatticeTransformer(Seq2SeqEncoder):
         relative = self.relative_position(head, tail).to(inputs.dtype)
         hidden = inputs
         for layer in self.layers:
-            hidden = layer.dense_forward(hidden, relative, mask)
+            hidden = cast(FlatLatticeTransformerLayer, layer).dense_forward(hidden, relative, mask)
         return hidden * mask.unsqueeze(-1).to(hidden.dtype)
 
     @staticmethod
