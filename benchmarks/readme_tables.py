@@ -33,6 +33,7 @@ PAGES = {
     "synthetic": DOCS / "results.md",
     "gmner": DOCS / "results.md",
     "speed": DOCS / "speed.md",
+    "speed_long": DOCS / "speed.md",
     "visual_extraction": DOCS / "visual_objects.md",
     "serve": DOCS / "serving.md",
 }
@@ -109,6 +110,8 @@ def renderers() -> dict[str, Callable[[], str]]:
     tables["visual_extraction"] = lambda: visual_extraction.table(_load("visual_extraction.json"))
     tables["speed"] = lambda: speed.render(_load("speed.json"))
     tables["headline_speed"] = lambda: speed.headline(_load("speed.json"))
+    if (RESULTS / "speed_long.json").is_file():
+        tables["speed_long"] = lambda: speed.render_long(_load("speed_long.json"))
     tables["demo"] = lambda: fresh_clone.table(_load("demo.json"))
     tables["serve"] = lambda: serve.table(_load("serve.json"))
     if (RESULTS / "gmner.json").is_file():

@@ -22,6 +22,14 @@ round-robin within a group so that load from other processes hits every row alik
 5. `bucketing`: what padding costs, FMIT l = 3 with the MiniLM predicting the first
    `--bucketing-tweets` tweets of `--data` in the training data loader's batches sorted by words (as
    AllenNLP's sampler) or by the model's lengths (word pieces; near-equal ones by words).
+6. `long`: long inputs, FMIT l = 3 (d = 512) forward and training step (forward, backward, Adam) at
+   batch 16 x (L words + 8 objects) for `--long-lengths` L, against the same-size plain
+   `pytorch_transformer` (the w/o Rel encoder) and the dense-R formulation it replaced
+   (`FlatLatticeTransformer.dense_forward`, up to `--long-dense-words`; the size of its R is recorded
+   for every L). Its own table (`speed_long` in docs/speed.md), so run it with its own `--output`:
+
+       python benchmarks/speed.py --groups long --threads 1 --long-repeats 2 --long-dense-words 256 \
+           --output benchmarks/results/speed_long.json --publish
 
 Batches: `--batches` batches of 16 tweets as the training data loader makes them (the "bucket"
 sampler, by word pieces, over all of `--data`, Twitter-2015 train, or over tweets of a fixed length
@@ -90,7 +98,7 @@ VISUAL_DIM = 2048
 # Rows of groups 1 and 2: name -> shipped config.
 TAGGERS = {"BERT-CRF": "bert_crf.jsonnet", "FMIT l=1": "fmit_l1.jsonnet", "FMIT l=3": "fmit.jsonnet",
            "FMIT l=6": "fmit_l6.jsonnet"}
-GROUPS = ("inference", "training", "interaction", "fusion", "bucketing")
+GROUPS = ("inference", "training", "interaction", "fusion", "bucketing", "long")
 UMT_PUBLISHED_INPUTS = "UMT-style at UMT's input sizes (128 pieces + 49 regions; context)"
 
 Row = dict[str, Any]
@@ -407,7 +415,7 @@ def tagger_groups(args: argparse.Namespace, batches: list[list[TaggingInstance]]
 def record_group(results: dict[str, Any], group: str, setting: str, rows: dict[str, Callable[[], Any]],
                  items: int, args: argparse.Namespace, device: torch.device, baseline: Optional[str] = None,
                  extra: Optional[dict[str, Row]] = None) -> None:
-    repeats = args.fusion_repeats if group == "fusion" else args.repeats
+    repeats = {"fusion": args.fusion_repeats, "long": args.long_repeats}.get(group, args.repeats)
     logging.info("%s / %s: %s (%d rounds)", group, setting, ", ".join(rows), repeats)
     times = run_interleaved(rows, repeats, args.warmup, device)
     baseline = baseline or next(iter(rows))
@@ -573,6 +581,147 @@ def fusion_group(args: argparse.Namespace, device: torch.device, results: dict[s
                  BATCH_SIZE, args, device, extra={"FMIT l=3": {"R_bytes": relative_bytes}})
 
 
+# ---------------------------------------------------------------------------------------- group 6
+PLAIN = "plain Transformer (w/o Rel)"
+FMIT_L3 = "FMIT l=3"
+DENSE = "FMIT l=3, dense R (before)"
+
+
+def dense_r_bytes(cells: int) -> int:
+    """What the dense formulation's `R` alone takes at batch 16: (16, cells, cells, 512) float32."""
+    return BATCH_SIZE * cells**2 * 512 * 4
+
+
+def long_group(args: argparse.Namespace, device: torch.device, results: dict[str, Any]) -> None:
+    """
+    Long inputs: FMIT l = 3 (d = 512) forward and training step at batch 16 x (L words + 8 objects),
+    against the same-size plain `pytorch_transformer` (the w/o Rel encoder) and against the dense
+    formulation (`FlatLatticeTransformer.dense_forward`, the `(batch, L, L, d)` `R`), the latter only
+    up to `--long-dense-words` words (its `R` alone is recorded for every length).
+    """
+    from allennlp_light.modules.seq2seq_encoders import PytorchTransformer
+
+    generator = torch.Generator().manual_seed(3)
+    torch.manual_seed(0)
+    fmit = FlatLatticeTransformer(num_layers=3).to(device)
+    plain = PytorchTransformer(input_dim=512, num_layers=3, feedforward_hidden_dim=2048, num_attention_heads=8,
+                               dropout_prob=0.2).to(device)
+    results["long"] = {"dense_words_max": args.long_dense_words, "repeats": args.long_repeats}
+    for words in args.long_lengths:
+        cells = words + 2 + MAX_OBJECTS
+        head, tail = (t.to(device) for t in positions(BATCH_SIZE, cells, MAX_OBJECTS, generator))
+        inputs = torch.randn(BATCH_SIZE, cells, 512, generator=generator).to(device)
+        mask = torch.ones(BATCH_SIZE, cells, dtype=torch.bool, device=device)
+        target = torch.randn(BATCH_SIZE, cells, 512, generator=generator).to(device)
+        calls: dict[str, Callable[[], torch.Tensor]] = {
+            PLAIN: functools.partial(plain, inputs, mask),
+            FMIT_L3: functools.partial(fmit, inputs, mask, head=head, tail=tail),
+        }
+        if words <= args.long_dense_words:
+            calls[DENSE] = functools.partial(fmit.dense_forward, inputs, mask, head=head, tail=tail)
+        extra = {DENSE: {"R_bytes": dense_r_bytes(cells)}}
+        forward_rows = {}
+        train_rows = {}
+        for name, call in calls.items():
+            module = plain if name == PLAIN else fmit
+            optimizer = torch.optim.Adam(module.parameters(), lr=1e-5)
+
+            def forward(call: Callable[[], torch.Tensor] = call, module: torch.nn.Module = module) -> None:
+                module.eval()
+                with torch.inference_mode(), bf16_autocast(device, args.bf16):
+                    call()
+
+            def step(call: Callable[[], torch.Tensor] = call, module: torch.nn.Module = module,
+                     optimizer: torch.optim.Optimizer = optimizer, target: torch.Tensor = target) -> None:
+                module.train()
+                with bf16_autocast(device, args.bf16):
+                    loss = (call().float() * target).mean()
+                loss.backward()
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+
+            forward_rows[name] = forward
+            train_rows[name] = step
+        for mode, rows in (("forward", forward_rows), ("training step", train_rows)):
+            setting = f"{mode}, 16 x ({words} words + 8 objects)"
+            record_group(results, "long", setting, rows, BATCH_SIZE, args, device, baseline=PLAIN, extra=extra)
+            entry = results["groups"]["long"][setting]
+            entry.update({"mode": mode, "words": words, "cells": cells, "dense_R_bytes": dense_r_bytes(cells)})
+            if DENSE in rows:
+                entry["rows"][FMIT_L3]["ratio_to_dense"] = paired_ratio(entry["rows"][FMIT_L3]["times_s"],
+                                                                        entry["rows"][DENSE]["times_s"])
+            # Saved as it goes: the long rows take long, a stopped run keeps what it measured.
+            Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
+
+
+def merge_long(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One results file of the long group from the files of processes that ran it side by side (each row's
+    ratios are still measured within one process); their commands are kept in order."""
+    if any(set(part["groups"]) != {"long"} for part in parts):
+        raise ValueError("only results files of the long group alone can be merged")
+    merged = dict(parts[0], groups={"long": {}}, commands=[part["command"] for part in parts])
+    repeats = " / ".join(sorted({str(part["long"]["repeats"]) for part in parts}))
+    merged["long"] = dict(parts[0]["long"], repeats=repeats)
+    for part in sorted(parts, key=lambda part: min(e["words"] for e in part["groups"]["long"].values())):
+        merged["groups"]["long"].update(part["groups"]["long"])
+    return merged
+
+
+def render_long(results: dict[str, Any]) -> str:
+    """The long-input table: time, peak memory and their growth with L, FMIT against plain and dense."""
+    info = results["machine"]
+    entries = results["groups"]["long"]
+    lines = [
+        f"Machine: {info['processor']}, {info['cpu_count']} CPUs, torch {info['torch']} with "
+        f"{info['torch_threads']} threads, device `{results['device']}`" + (f" ({info['cuda']})" if info.get("cuda")
+                                                                          else "")
+        + f"; {results['long']['repeats']} timed rounds per row. "
+        + ("Commands, run side by side: " + " and ".join(f"`{c}`" for c in results["commands"])
+           if "commands" in results else f"Command: `{results['command']}`") + ".",
+        "Batch 16, d = 512, 8 heads, feed-forward 2048, 3 layers; time in ms per call, median (interquartile "
+        "range); ratios are medians (range) of per-round ratios; peak MiB as in the table above; growth is the "
+        "row's time (memory) over the previous length's.",
+        "",
+    ]
+    for mode in ("forward", "training step"):
+        title = "`inference_mode`" if mode == "forward" else "forward, backward and Adam step"
+        lines.append(f"**Long inputs, {mode} ({title})**")
+        lines.append("")
+        rows = []
+        previous: dict[str, Row] = {}
+        for entry in (e for e in entries.values() if e["mode"] == mode):
+            plain, fmit = entry["rows"][PLAIN], entry["rows"][FMIT_L3]
+            dense = entry["rows"].get(DENSE)
+
+            def growth(name: str, row: Row, key: str, previous: dict[str, Row] = previous) -> str:
+                before = previous.get(name)
+                if before is None or not before.get(key) or not row.get(key):
+                    return "-"
+                return f"{row[key] / before[key]:.1f}x"
+
+            memory_ratio = (f"{fmit['peak_memory_bytes'] / plain['peak_memory_bytes']:.2f}"
+                            if fmit["peak_memory_bytes"] and plain["peak_memory_bytes"] else "n/a")
+            rows.append([
+                f"{entry['words']} + 8 ({entry['cells']} cells)",
+                _time(plain), _time(fmit), _ratio(fmit),
+                _time(dense) if dense else "not run",
+                (lambda r: f"{r['median']:.2f} ({r['min']:.2f}-{r['max']:.2f})")(fmit["ratio_to_dense"]) if dense
+                else "-",
+                _mib(plain["peak_memory_bytes"]), _mib(fmit["peak_memory_bytes"]), memory_ratio,
+                _mib(dense["peak_memory_bytes"]) if dense else "-",
+                f"{entry['dense_R_bytes'] / 2**30:.2f}",
+                f"{growth(PLAIN, plain, 'median_s')} / {growth(FMIT_L3, fmit, 'median_s')}",
+                f"{growth(PLAIN, plain, 'peak_memory_bytes')} / {growth(FMIT_L3, fmit, 'peak_memory_bytes')}",
+            ])
+            previous = {PLAIN: plain, FMIT_L3: fmit}
+        lines.append(markdown_table(
+            ["L words + objects", "plain ms", "FMIT ms", "FMIT x plain", "dense-R ms", "FMIT x dense",
+             "plain MiB", "FMIT MiB", "FMIT mem x plain", "dense MiB", "dense R alone GiB",
+             "time growth plain / FMIT", "memory growth plain / FMIT"], rows))
+    return "\n".join(lines)
+
+
 # ---------------------------------------------------------------------------------------- report
 def _mib(value: Optional[int]) -> str:
     return "n/a" if value is None else f"{value / 2**20:.0f}"
@@ -604,7 +753,7 @@ def render(results: dict[str, Any]) -> str:
         "of per-round ratios to the group's first row.",
         "",
     ]
-    groups = results["groups"]
+    groups = {name: group for name, group in results["groups"].items() if name != "long"}
     titles = {"inference": "End-to-end inference (predictor, `inference_mode`)",
               "training": "Training step (forward + EBD + backward + Adam)"}
     for group in ("inference", "training"):
@@ -704,6 +853,11 @@ def main() -> None:
     parser.add_argument("--groups", nargs="+", default=list(GROUPS), choices=GROUPS)
     parser.add_argument("--encoders", nargs="+", default=["bert-base", "minilm"], choices=["bert-base", "minilm"])
     parser.add_argument("--fusion-lengths", type=int, nargs="+", default=[32, 64, 128])
+    parser.add_argument("--long-lengths", type=int, nargs="+", default=[32, 64, 128, 256, 512, 1024],
+                        help="words (+ 8 objects) of the long group")
+    parser.add_argument("--long-dense-words", type=int, default=512,
+                        help="longest input of the long group the dense-R formulation runs on")
+    parser.add_argument("--long-repeats", type=int, default=3, help="rounds of the long group")
     parser.add_argument("--bucketing-tweets", type=int, default=2048, help="tweets of the bucketing group")
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "twitter2015" / "train.txt"))
     parser.add_argument("--seed", type=int, default=13370)
@@ -714,14 +868,17 @@ def main() -> None:
     parser.add_argument("--output", help="results JSON file")
     parser.add_argument("--publish", action="store_true",
                         help="write the tables (docs/speed.md, the README's headline)")
-    parser.add_argument("--render", help="measure nothing: render (and --publish) this results file")
+    parser.add_argument("--render", nargs="+",
+                        help="measure nothing: render (and --publish) this results file; several files of the "
+                             "long group alone (one run split over processes) are merged into --output first")
     args = parser.parse_args()
     if args.render:
-        table = render(json.loads(Path(args.render).read_text()))
-        print(table)
-        if args.publish:
-            publish("speed", table)
-            publish("headline_speed", headline(json.loads(Path(args.render).read_text())))
+        if len(args.render) > 1:
+            if not args.output:
+                parser.error("--output is required to merge several results files")
+            merged = merge_long([json.loads(Path(name).read_text()) for name in args.render])
+            Path(args.output).write_text(json.dumps(merged, indent=2) + "\n")
+        show(json.loads(Path(args.output if len(args.render) > 1 else args.render[0]).read_text()), args.publish)
         return
     if not args.output:
         parser.error("--output is required")
@@ -763,14 +920,27 @@ def main() -> None:
         fusion_group(args, device, results)
     if "bucketing" in args.groups:
         bucketing_group(args, data, device, results)
+    if "long" in args.groups:
+        long_group(args, device, results)
     results["wall_seconds"] = time.time() - started
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
-    table = render(results)
-    print(table)
-    if args.publish:
-        publish("speed", table)
-        publish("headline_speed", headline(results))
+    show(results, args.publish)
+
+
+def show(results: dict[str, Any], publish_tables: bool) -> None:
+    """Prints (and publishes) the tables of the groups `results` holds: the long group has its own
+    table (`speed_long`, results file of its own), so running it alone leaves the others' tables be."""
+    tables = {}
+    if set(results["groups"]) - {"long"}:
+        tables["speed"] = render(results)
+        tables["headline_speed"] = headline(results)
+    if "long" in results["groups"]:
+        tables["speed_long"] = render_long(results)
+    for name, table in tables.items():
+        print(table)
+        if publish_tables:
+            publish(name, table)
 
 
 if __name__ == "__main__":

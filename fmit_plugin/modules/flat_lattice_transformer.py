@@ -3,11 +3,13 @@ The Flat Multi-modal Interaction Transformer encoder (FMIT Eq 10-12, after FLAT 
 """
 
 import math
-from typing import Optional
+from typing import NamedTuple, Optional, Tuple, cast
 
 import torch
+import torch.nn.functional as F
 from allennlp_light.modules.seq2seq_encoders import Seq2SeqEncoder
 from tango.common.exceptions import ConfigurationError
+from torch.utils.checkpoint import checkpoint
 
 from fmit_plugin.modules.flat_lattice import LatticeProjection
 from fmit_plugin.modules.relative_position_fusion import RelativePositionFusion
@@ -16,8 +18,122 @@ __all__ = [
     "FlatLatticeTransformer",
     "FlatLatticeTransformerLayer",
     "RelativeMultiHeadAttention",
+    "RelativePositions",
     "interaction_parameter_count",
 ]
+
+
+class RelativePositions(NamedTuple):
+    """
+    What the attention of every layer needs of the cells' positions, computed once per forward (see
+    `RelativePositions.of`), never the `(batch, cells, cells, dim)` `R`.
+
+    A *sequence cell* has head = tail = its cell index plus a per-example offset (the [CLS], word
+    and [SEP] cells of a flat lattice, or every cell of a plain sequence): between two of them all
+    four distances equal ``i - j``, so ``R_ij`` is row ``i - j`` of `sequence` (a Toeplitz
+    structure, as in Transformer-XL). Every other real cell (the visual objects) is *special*: its
+    row and column of `R` are looked up from `tables` (`RelativePositionFusion.lookup`). Padding
+    cells are neither: they are masked as keys and their outputs are discarded, so whatever
+    position term they get is never seen.
+
+    # Attributes
+
+    fusion : `RelativePositionFusion`
+    tables : `torch.Tensor`
+        `fusion.tables(reach)`, `(4 * (2 reach + 1), dim)`.
+    reach : `int`
+    head, tail : `torch.LongTensor`
+        `(batch, cells)`
+    sequence : `torch.Tensor`
+        `(2 cells - 1, dim)`, `R` of two sequence cells at distance ``cells - 1 - row``.
+    special_index : `torch.LongTensor`
+        `(batch, specials)`: each example's special cells, then (up to the batch's most) other cells
+        of it, all distinct, so that scattering by it never writes a cell twice; an explicit `R` of
+        a sequence cell equals its `sequence` row, so the filling cells get the same numbers.
+    special_head, special_tail : `torch.LongTensor`
+        `(batch, specials)`, the positions of those cells.
+    columns, rows : `torch.Tensor`, optional
+        `R` of every cell with the special cells `(batch, cells, specials, dim)` and of the special
+        cells with every cell `(batch, specials, cells, dim)`, computed once and shared by the
+        layers when a gradient is needed (a lookup's backward writes a gradient of all of `tables`,
+        so it is done once); `None` without a gradient, where each layer looks up chunk by chunk
+        and memory stays small.
+    """
+
+    fusion: RelativePositionFusion
+    tables: torch.Tensor
+    reach: int
+    head: torch.Tensor
+    tail: torch.Tensor
+    sequence: torch.Tensor
+    special_index: torch.Tensor
+    special_head: torch.Tensor
+    special_tail: torch.Tensor
+    columns: Optional[torch.Tensor]
+    rows: Optional[torch.Tensor]
+
+    @classmethod
+    def of(
+        cls,
+        fusion: RelativePositionFusion,
+        head: torch.Tensor,
+        tail: torch.Tensor,
+        mask: torch.Tensor,
+        dtype: Optional[torch.dtype] = None,
+    ) -> "RelativePositions":
+        """The positions of cells `head` / `tail` `(batch, cells)` with `mask`, tables in `dtype`."""
+        head, tail = head.long(), tail.long()
+        num_cells = head.size(1)
+        cell = torch.arange(num_cells, device=head.device)
+        # (batch, cells): the offset is cell 0's head, [CLS]'s in a flat lattice.
+        sequence_cell = (head == tail) & (head - cell == head[:, :1])
+        special = mask & ~sequence_cell
+        # One read-back per forward (not per layer): the number of special cells sets the shapes.
+        num_special = int(special.sum(dim=1).max().item()) if num_cells else 0
+        # Special cells first, then the others, each group in cell order.
+        special_index = torch.argsort(torch.where(special, cell, cell + num_cells), dim=1)[:, :num_special]
+        # Two sequence cells are never farther apart than `reach`; the `sequence` rows beyond it
+        # (clamped) serve only pairs that are overwritten or masked.
+        reach = fusion.reach(head, tail)
+        tables = fusion.tables(reach)
+        if dtype is not None:
+            tables = tables.to(dtype)
+        special_head, special_tail = head.gather(1, special_index), tail.gather(1, special_index)
+        columns = rows = None
+        if num_special and torch.is_grad_enabled():
+            columns = fusion.lookup(tables, reach, head, tail, special_head, special_tail)
+            rows = fusion.lookup(tables, reach, special_head, special_tail, head, tail)
+        return cls(
+            fusion,
+            tables,
+            reach,
+            head,
+            tail,
+            fusion.sequence(tables, reach, num_cells),
+            special_index,
+            special_head,
+            special_tail,
+            columns,
+            rows,
+        )
+
+    def columns_of(self, start: int, stop: int) -> torch.Tensor:
+        """`R` of cells ``start .. stop`` with the special cells, `(batch, stop - start, specials, dim)`."""
+        if self.columns is not None:
+            return self.columns[:, start:stop]
+        return self.fusion.lookup(
+            self.tables, self.reach, self.head[:, start:stop], self.tail[:, start:stop], self.special_head,
+            self.special_tail,
+        )
+
+    def rows_of(self, start: int, stop: int) -> torch.Tensor:
+        """`R` of the special cells with cells ``start .. stop``, `(batch, specials, stop - start, dim)`."""
+        if self.rows is not None:
+            return self.rows[:, :, start:stop]
+        return self.fusion.lookup(
+            self.tables, self.reach, self.special_head, self.special_tail, self.head[:, start:stop],
+            self.tail[:, start:stop],
+        )
 
 
 class RelativeMultiHeadAttention(torch.nn.Module):
@@ -29,7 +145,24 @@ class RelativeMultiHeadAttention(torch.nn.Module):
 
     with ``q = E W_q``, ``k = E W_kE``, learnable per-head `u` and `v`, scaled by ``1 / sqrt(d_head)``,
     softmax over the (unmasked) key cells, values ``E W_v`` and the output projection ``W_t``.
-    ``W_kR`` is applied to the query side (see `scores`), never to the `(batch, L, L, d)` `R`.
+
+    `forward` never forms the `(batch, L, L, d)` `R` (see `RelativePositions`):
+
+    * between two sequence cells, ``W_kR R_ij`` is row ``i - j`` of ``W_kR`` applied to the
+      `(2 L - 1, d)` `sequence` table, so the position term is one product of the queries with that
+      projected table followed by Transformer-XL's relative shift (a strided view, no copy);
+    * a special cell's row and column are ``(W_kR^T (q_i + v)) . R_ij`` with `R` of those
+      `(L x m)` / `(m x L)` blocks only, written over the shifted scores;
+    * the position scores are the additive mask of `torch.nn.functional.scaled_dot_product_attention`,
+      which adds the content term itself (a fused kernel, when no gradient is needed, that never
+      forms the probabilities; measured faster than the explicit softmax on CPU).
+
+    The queries go in chunks of rows whose per-chunk tensors stay under `score_chunk_elements`:
+    small temporaries, reused by the allocator rather than faulted in fresh. With several chunks
+    and a gradient to compute, each chunk is recomputed in the backward pass
+    (`torch.utils.checkpoint`) instead of keeping its `(batch, heads, rows, L)` tensors, which keeps
+    training memory linear in L like plain attention's. `dense_forward` is the `(batch, L, L, d)`
+    formulation this replaced, kept as the reference the tests and the speed benchmark compare with.
 
     # Parameters
 
@@ -40,6 +173,9 @@ class RelativeMultiHeadAttention(torch.nn.Module):
     attention_dropout : `float`, optional (default = `0.0`)
         Dropout on the attention probabilities.
     """
+
+    # Largest tensor of one chunk of query rows, in elements (4 MiB in float32).
+    score_chunk_elements = 2**20
 
     def __init__(self, hidden_dim: int, num_heads: int, attention_dropout: float = 0.0) -> None:
         super().__init__()
@@ -66,10 +202,173 @@ class RelativeMultiHeadAttention(torch.nn.Module):
         # (..., hidden_dim) -> (..., heads, head_dim)
         return x.view(*x.shape[:-1], self.num_heads, self.head_dim)
 
+    def forward(self, inputs: torch.Tensor, positions: RelativePositions, mask: torch.Tensor) -> torch.Tensor:
+        """
+        `inputs` `(batch, cells, dim)`, `positions` of those cells, `mask` `(batch, cells)`
+        -> `(batch, cells, dim)`.
+        """
+        batch_size, num_cells, _ = inputs.shape
+        heads, head_dim = self.num_heads, self.head_dim
+        # (batch, cells, heads, head_dim)
+        query = self._split_heads(self.query(inputs))
+        # (batch, heads, cells, head_dim), as the attention kernel takes them (strided views)
+        key = self._split_heads(self.key(inputs)).transpose(1, 2)
+        value = self._split_heads(self.value(inputs)).transpose(1, 2)
+        query_content = (query + self.u).transpose(1, 2)
+        # (heads, batch, cells, head_dim): the position products are batched over heads.
+        query_position = (query + self.v).permute(2, 0, 1, 3).contiguous()
+        # (heads, 2 cells - 1, head_dim): W_kR R + b_kR for every sequence distance.
+        sequence_key = self._split_heads(self.key_relative(positions.sequence)).transpose(0, 1)
+        # Padding keys are hidden, so they cannot influence real cells: (batch, 1, 1, cells).
+        hidden_keys = ~mask.bool()[:, None, None, :]
+        num_special = positions.special_index.size(1)
+        # Elements per query row of the largest chunk tensor: its shifted scores, and with special
+        # cells its projected queries and their R.
+        per_row = batch_size * max(heads * num_cells, heads * self.hidden_dim if num_special else 0,
+                                   num_special * self.hidden_dim)
+        rows_per_chunk = min(num_cells, max(1, self.score_chunk_elements // per_row))
+        recompute = torch.is_grad_enabled() and rows_per_chunk < num_cells
+        # Split, not sliced one by one: the backward of a split is one concatenation, that of each
+        # slice a zero tensor of the whole.
+        starts = range(0, num_cells, rows_per_chunk)
+        shared_columns = (
+            positions.columns.split(rows_per_chunk, dim=1) if positions.columns is not None else [None] * len(starts)
+        )
+        chunks = []
+        for start, content, position, columns in zip(
+            starts,
+            query_content.split(rows_per_chunk, dim=2),
+            query_position.split(rows_per_chunk, dim=2),
+            shared_columns,
+        ):
+            arguments = (content, position, key, value, sequence_key, columns, positions, hidden_keys, start)
+            chunks.append(
+                checkpoint(self._sequence_rows, *arguments, use_reentrant=False)
+                if recompute
+                else self._sequence_rows(*arguments)
+            )
+        # (batch, heads, cells, head_dim)
+        attended = torch.cat(chunks, dim=2) if len(chunks) > 1 else chunks[0]
+        if num_special:
+            index = positions.special_index[:, None, :, None].expand(-1, heads, -1, head_dim)
+            special = self._special_rows(
+                query_content.gather(2, index),
+                query_position.gather(2, index.transpose(0, 1)),
+                key,
+                value,
+                positions,
+                hidden_keys,
+            )
+            attended = attended.scatter(2, index, special)
+        return self.output(attended.transpose(1, 2).reshape(batch_size, num_cells, self.hidden_dim))
+
+    def _attend(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        position: torch.Tensor,
+        hidden_keys: torch.Tensor,
+    ) -> torch.Tensor:
+        """Softmax attention of `query` `(batch, heads, rows, head_dim)` with the additive position scores."""
+        bias = (position / math.sqrt(self.head_dim)).masked_fill_(hidden_keys, -math.inf)
+        dropout = self.dropout.p if self.training else 0.0
+        return F.scaled_dot_product_attention(query, key, value, attn_mask=bias, dropout_p=dropout)
+
+    def _position_scores(self, query_position: torch.Tensor, relative: torch.Tensor) -> torch.Tensor:
+        """
+        ``(q_i + v) . (W_kR R_ij + b_kR)`` `(batch, heads, rows, keys)` for the queries
+        `(heads, batch, rows, head_dim)` and their looked-up `R` `(batch, rows, keys, dim)`, as
+        ``(W_kR^T (q_i + v)) . R_ij + (q_i + v) . b_kR``: `W_kR` multiplies the queries, not `R`.
+        """
+        heads, batch_size, rows, _ = query_position.shape
+        weight = self.key_relative.weight.view(heads, self.head_dim, self.hidden_dim)
+        bias = self.key_relative.bias.view(heads, self.head_dim, 1)
+        flat = query_position.reshape(heads, batch_size * rows, self.head_dim)
+        # (heads, batch * rows, dim) -> (batch * rows, heads, dim), a strided view
+        projected = torch.bmm(flat, weight).transpose(0, 1)
+        # (batch * rows, heads, keys)
+        scores = torch.bmm(projected, relative.reshape(batch_size * rows, -1, self.hidden_dim).transpose(1, 2))
+        scores = scores + torch.bmm(flat, bias).transpose(0, 1)
+        return scores.view(batch_size, rows, heads, -1).transpose(1, 2)
+
+    def _sequence_rows(
+        self,
+        query_content: torch.Tensor,
+        query_position: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        sequence_key: torch.Tensor,
+        columns: Optional[torch.Tensor],
+        positions: RelativePositions,
+        hidden_keys: torch.Tensor,
+        start: int,
+    ) -> torch.Tensor:
+        """
+        The attention output `(batch, heads, rows, head_dim)` of query rows ``start .. start + rows``
+        (`query_position` `(heads, batch, rows, head_dim)`) taken as sequence cells; `columns` is
+        their `R` with the special cells when shared, else it is looked up here.
+        """
+        heads, batch_size, rows, _ = query_position.shape
+        num_cells = key.size(2)
+        stop = start + rows
+        # Rows i of the chunk meet distances i - j from stop - 1 down to start - (cells - 1): a
+        # window of the table, (heads, cells + rows - 1, head_dim).
+        window = sequence_key[:, num_cells - stop : 2 * num_cells - 1 - start]
+        width = window.size(1)
+        # (heads, batch * rows, width), column c holding distance stop - 1 - c.
+        shifted = torch.bmm(query_position.reshape(heads, batch_size * rows, self.head_dim), window.transpose(1, 2))
+        # Relative shift: entry (i, j) is column rows - 1 - i + j, a strided view (each step down a
+        # row moves width - 1 along the flat memory): (batch, heads, rows, cells).
+        position = shifted.as_strided(
+            (batch_size, heads, rows, num_cells),
+            (rows * width, batch_size * rows * width, width - 1, 1),
+            shifted.storage_offset() + rows - 1,
+        )
+        num_special = positions.special_index.size(1)
+        if num_special:
+            # The columns of the special cells, (batch, heads, rows, specials), written over.
+            if columns is None:
+                columns = positions.columns_of(start, stop)
+            index = positions.special_index[:, None, None, :].expand(-1, heads, rows, -1)
+            position = position.scatter(3, index, self._position_scores(query_position, columns))
+        return self._attend(query_content, key, value, position, hidden_keys)
+
+    def _special_rows(
+        self,
+        query_content: torch.Tensor,
+        query_position: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        positions: RelativePositions,
+        hidden_keys: torch.Tensor,
+    ) -> torch.Tensor:
+        """
+        The attention output `(batch, heads, specials, head_dim)` of the special cells' rows
+        (`query_position` `(heads, batch, specials, head_dim)`).
+        """
+        heads, batch_size, num_special, _ = query_position.shape
+        num_cells = key.size(2)
+        # R of the special cells with chunks of key cells, each (batch, specials, keys, dim), looked
+        # up chunk by chunk unless shared.
+        keys_per_chunk = num_cells
+        if positions.rows is None:
+            keys_per_chunk = min(
+                num_cells, max(1, self.score_chunk_elements // max(1, batch_size * num_special * self.hidden_dim))
+            )
+        chunks = [
+            self._position_scores(query_position, positions.rows_of(start, start + keys_per_chunk))
+            for start in range(0, num_cells, keys_per_chunk)
+        ]
+        # (batch, heads, specials, cells)
+        position = torch.cat(chunks, dim=-1) if len(chunks) > 1 else chunks[0]
+        return self._attend(query_content, key, value, position, hidden_keys)
+
     def scores(self, inputs: torch.Tensor, relative: torch.Tensor) -> torch.Tensor:
         """
-        The scaled attention logits ``A / sqrt(d_head)`` before masking, `(batch, heads, cells, cells)`,
-        from `inputs` `(batch, cells, dim)` and the relative encodings `R` `(batch, cells, cells, dim)`.
+        `dense_forward`'s scaled attention logits ``A / sqrt(d_head)`` before masking,
+        `(batch, heads, cells, cells)`, from `inputs` `(batch, cells, dim)` and the relative
+        encodings `R` `(batch, cells, cells, dim)`.
         """
         # (batch, cells, heads, head_dim)
         query = self._split_heads(self.query(inputs))
@@ -78,8 +377,7 @@ class RelativeMultiHeadAttention(torch.nn.Module):
         content = torch.einsum("bihe,bjhe->bhij", query + self.u, key)
         # The position term (q_i + v) . (W_kR R_ij + b_kR) is computed as
         # (W_kR^T (q_i + v)) . R_ij + (q_i + v) . b_kR: the same numbers, but W_kR multiplies a
-        # (batch, cells, heads, dim) tensor instead of the (batch, cells, cells, dim) R, which is
-        # d_head times fewer multiplications and no projected copy of R per layer.
+        # (batch, cells, heads, dim) tensor instead of the (batch, cells, cells, dim) R.
         query_position = query + self.v
         weight = self.key_relative.weight.view(self.num_heads, self.head_dim, self.hidden_dim)
         bias = self.key_relative.bias.view(self.num_heads, self.head_dim)
@@ -97,13 +395,13 @@ class RelativeMultiHeadAttention(torch.nn.Module):
         position = position + torch.einsum("bihe,he->bhi", query_position, bias).unsqueeze(-1)
         return (content + position) / math.sqrt(self.head_dim)
 
-    def forward(self, inputs: torch.Tensor, relative: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def dense_forward(self, inputs: torch.Tensor, relative: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """
-        `inputs` `(batch, cells, dim)`, `relative` `(batch, cells, cells, dim)`, `mask` `(batch, cells)`
-        -> `(batch, cells, dim)`.
+        The formulation `forward` replaced, over the dense `R` `(batch, cells, cells, dim)`: the same
+        parameters and results, memory quadratic in the cells times d. Used ONLY by the tests and
+        the speed benchmark, as the reference `forward` is checked against.
         """
         scores = self.scores(inputs, relative)
-        # Padding cells are hidden as keys, so they cannot influence real cells.
         key_mask = mask.bool()[:, None, None, :]
         scores = scores.masked_fill(~key_mask, torch.finfo(scores.dtype).min)
         probabilities = self.dropout(torch.softmax(scores, dim=-1))
@@ -152,9 +450,16 @@ class FlatLatticeTransformerLayer(torch.nn.Module):
         self.feedforward_norm = torch.nn.LayerNorm(hidden_dim)
         self.dropout = torch.nn.Dropout(dropout)
 
-    def forward(self, inputs: torch.Tensor, relative: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, inputs: torch.Tensor, positions: RelativePositions, mask: torch.Tensor) -> torch.Tensor:
         """`(batch, cells, dim)` -> `(batch, cells, dim)`."""
-        hidden = self.attention_norm(inputs + self.dropout(self.attention(inputs, relative, mask)))
+        return self._feedforward(inputs, self.attention(inputs, positions, mask))
+
+    def dense_forward(self, inputs: torch.Tensor, relative: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """`forward` over the dense `R` (`RelativeMultiHeadAttention.dense_forward`); a reference only."""
+        return self._feedforward(inputs, self.attention.dense_forward(inputs, relative, mask))
+
+    def _feedforward(self, inputs: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
+        hidden = self.attention_norm(inputs + self.dropout(attended))
         return self.feedforward_norm(hidden + self.dropout(self.feedforward(hidden)))
 
 
@@ -252,21 +557,47 @@ class FlatLatticeTransformer(Seq2SeqEncoder):
 
         `(batch, cells, dim)`; padding cells are zero.
         """
+        mask, head, tail = self._positions(inputs, mask, head, tail)
+        # Shared by all layers.
+        positions = RelativePositions.of(self.relative_position, head, tail, mask, inputs.dtype)
+        hidden = inputs
+        for layer in self.layers:
+            hidden = layer(hidden, positions, mask)
+        return hidden * mask.unsqueeze(-1).to(hidden.dtype)
+
+    def dense_forward(
+        self,
+        inputs: torch.Tensor,
+        mask: Optional[torch.Tensor] = None,
+        head: Optional[torch.Tensor] = None,
+        tail: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
+        """
+        `forward` as it was before, over the dense `R` `(batch, cells, cells, dim)` shared by all
+        layers: the same parameters and results, memory quadratic in the cells times d. Used ONLY by
+        the tests and the speed benchmark, as the reference `forward` is checked against.
+        """
+        mask, head, tail = self._positions(inputs, mask, head, tail)
+        # (batch, cells, cells, dim)
+        relative = self.relative_position(head, tail).to(inputs.dtype)
+        hidden = inputs
+        for layer in self.layers:
+            hidden = cast(FlatLatticeTransformerLayer, layer).dense_forward(hidden, relative, mask)
+        return hidden * mask.unsqueeze(-1).to(hidden.dtype)
+
+    @staticmethod
+    def _positions(
+        inputs: torch.Tensor, mask: Optional[torch.Tensor], head: Optional[torch.Tensor], tail: Optional[torch.Tensor]
+    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         batch_size, num_cells, _ = inputs.shape
         if mask is None:
             mask = torch.ones(batch_size, num_cells, dtype=torch.bool, device=inputs.device)
-        mask = mask.bool()
         if head is None and tail is None:
             head = torch.arange(num_cells, device=inputs.device).unsqueeze(0).expand(batch_size, num_cells)
             tail = head
         elif head is None or tail is None:
             raise ValueError("give both head and tail, or neither")
-        # (batch, cells, cells, dim), shared by all layers
-        relative = self.relative_position(head, tail).to(inputs.dtype)
-        hidden = inputs
-        for layer in self.layers:
-            hidden = layer(hidden, relative, mask)
-        return hidden * mask.unsqueeze(-1).to(hidden.dtype)
+        return mask.bool(), head, tail
 
 
 def interaction_parameter_count(

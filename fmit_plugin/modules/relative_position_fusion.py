@@ -78,28 +78,40 @@ class RelativePositionFusion(torch.nn.Module):
             (tail_i - tail_j).clamp(-limit, limit),
         )
 
+    def reach(self, head: torch.Tensor, tail: torch.Tensor) -> int:
+        """
+        The largest distance the tables must cover for these cells (at most `max_distance`).
+        """
+        if head.device.type == "cpu" and head.numel() > 0:
+            # Only distances within the batch's reach can occur; projecting just those rows of the
+            # sinusoid table keeps the table product small on CPU, where reading the reach is free.
+            reach = int((torch.maximum(head, tail).max() - torch.minimum(head, tail).min()).item())
+            return min(max(reach, 0), self.max_distance)
+        # On an accelerator reading it would stall the queue once per forward; projecting every
+        # distance is cheap there.
+        return self.max_distance
+
     def forward(self, head: torch.Tensor, tail: torch.Tensor) -> torch.Tensor:
         """
         `head`, `tail`: `(batch, cells)` integer positions -> `R`: `(batch, cells, cells, hidden_dim)`.
         """
         head = head.long()
         tail = tail.long()
-        if head.device.type == "cpu" and head.numel() > 0:
-            # Only distances within the batch's reach can occur; projecting just those rows of the
-            # sinusoid table keeps the table product small on CPU, where reading the reach is free.
-            reach = int((torch.maximum(head, tail).max() - torch.minimum(head, tail).min()).item())
-        else:
-            # On an accelerator reading it would stall the queue once per forward; projecting every
-            # distance is cheap there.
-            reach = self.max_distance
-        return self.fused(head, tail, min(max(reach, 0), self.max_distance))
+        return self.fused(head, tail, self.reach(head, tail))
 
     def fused(self, head: torch.Tensor, tail: torch.Tensor, reach: int) -> torch.Tensor:
         """
         `forward` with the distances clamped to ``[-reach, reach]`` (``reach <= max_distance``): equal
         to `forward` for any `reach` at least the largest distance between two cells.
         """
-        batch_size, num_cells = head.shape
+        return self.lookup(self.tables(reach), reach, head, tail, head, tail)
+
+    def tables(self, reach: int) -> torch.Tensor:
+        """
+        ``W_r,k P(x)`` for the four blocks ``k`` of `W_r` and every distance ``x`` in
+        ``[-reach, reach]``, the bias folded into the first block: `(4 * (2 reach + 1), dim)`, row
+        ``k * (2 reach + 1) + reach + x``. `R` of any two cells is the ReLU of a sum of four rows.
+        """
         dim = self.hidden_dim
         # (2 reach + 1, dim)
         sinusoids = self.sinusoids[self.max_distance - reach : self.max_distance + reach + 1]
@@ -111,20 +123,45 @@ class RelativePositionFusion(torch.nn.Module):
         # rows, so one summing lookup gives W_r [P_hh; P_ht; P_th; P_tt] + b.
         products = F.linear(sinusoids, self.fusion.weight.reshape(dim * 4, dim))  # (2 reach + 1, dim * 4)
         tables = products.view(-1, dim, 4).permute(2, 0, 1)
-        tables = torch.cat([tables[:1] + self.fusion.bias, tables[1:]], dim=0).reshape(-1, dim)
+        return torch.cat([tables[:1] + self.fusion.bias, tables[1:]], dim=0).reshape(-1, dim)
 
+    def lookup(
+        self,
+        tables: torch.Tensor,
+        reach: int,
+        query_head: torch.Tensor,
+        query_tail: torch.Tensor,
+        key_head: torch.Tensor,
+        key_tail: torch.Tensor,
+    ) -> torch.Tensor:
+        """
+        `R` between the query cells `(batch, queries)` and the key cells `(batch, keys)`, given by
+        their heads and tails, from `tables(reach)`: `(batch, queries, keys, dim)`.
+        """
+        batch_size, num_queries = query_head.shape
+        num_keys = key_head.size(1)
         # (batch, cells, 4): the query cell's side (head, head, tail, tail) and the key cell's side
         # (head, tail, head, tail) of the four distances hh, ht, th, tt (Eq 3-6).
-        query_side = torch.stack([head, head, tail, tail], dim=-1)
-        key_side = torch.stack([head, tail, head, tail], dim=-1)
-        # (batch, cells, cells, 4): the row of each distance in `tables`; clamping to `reach` also
+        query_side = torch.stack([query_head, query_head, query_tail, query_tail], dim=-1).long()
+        key_side = torch.stack([key_head, key_tail, key_head, key_tail], dim=-1).long()
+        # (batch, queries, keys, 4): the row of each distance in `tables`; clamping to `reach` also
         # clamps to `max_distance`, since reach <= max_distance.
         indices = (query_side.unsqueeze(2) - key_side.unsqueeze(1)).clamp_(-reach, reach)
-        indices += torch.arange(4, device=head.device) * (2 * reach + 1) + reach
-        # (batch * cells * cells, dim); embedding_bag's backward does not need its output, so the
+        indices += torch.arange(4, device=indices.device) * (2 * reach + 1) + reach
+        # (batch * queries * keys, dim); embedding_bag's backward does not need its output, so the
         # ReLU can be in place on this, the largest tensor of the module.
         relative = F.embedding_bag(indices.reshape(-1, 4), tables, mode="sum").relu_()
-        return relative.view(batch_size, num_cells, num_cells, dim)
+        return relative.view(batch_size, num_queries, num_keys, self.hidden_dim)
+
+    def sequence(self, tables: torch.Tensor, reach: int, length: int) -> torch.Tensor:
+        """
+        `R` between two cells whose head equals their tail, for every distance from ``length - 1``
+        down to ``-(length - 1)`` (clamped to ``[-reach, reach]``): `(2 length - 1, dim)`. Between
+        such cells all four distances are the same ``x``, so `R` depends on ``x`` alone.
+        """
+        distances = torch.arange(length - 1, -length, -1, device=tables.device).clamp_(-reach, reach)
+        indices = distances.unsqueeze(-1) + torch.arange(4, device=tables.device) * (2 * reach + 1) + reach
+        return F.embedding_bag(indices, tables, mode="sum").relu_()
 
     def naive_forward(self, head: torch.Tensor, tail: torch.Tensor) -> torch.Tensor:
         """

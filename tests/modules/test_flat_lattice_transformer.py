@@ -1,3 +1,4 @@
+import functools
 import math
 
 import pytest
@@ -5,9 +6,14 @@ import torch
 from allennlp_light.modules.seq2seq_encoders import Seq2SeqEncoder
 from tango.common import Params
 from tango.common.exceptions import ConfigurationError
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from fmit_plugin.modules.flat_lattice import build_flat_lattice
-from fmit_plugin.modules.flat_lattice_transformer import FlatLatticeTransformer, interaction_parameter_count
+from fmit_plugin.modules.flat_lattice_transformer import (
+    FlatLatticeTransformer,
+    RelativePositions,
+    interaction_parameter_count,
+)
 
 DIM = 16
 
@@ -226,3 +232,208 @@ def test_interaction_parameter_count():
         visual_dim=12,
     )
     assert with_projection - count == (8 * d + d) + (12 * d + d) + (d * d + d)
+
+
+def _random_lattice(seed: int, batch: int = 3, max_words: int = 9, max_objects: int = 4, dim: int = DIM):
+    """Lattices with padding words and objects, and object spans anywhere (single words included)."""
+    generator = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(1, max_words + 1, (batch,), generator=generator)
+    lengths[0] = max_words
+    word_mask = torch.arange(max_words) < lengths[:, None]
+    object_counts = torch.randint(0, max_objects + 1, (batch,), generator=generator)
+    object_counts[0] = max_objects
+    object_mask = torch.arange(max_objects) < object_counts[:, None]
+    first = (torch.rand(batch, max_objects, generator=generator) * lengths[:, None]).long()
+    last = torch.minimum(first + torch.randint(0, 4, (batch, max_objects), generator=generator), lengths[:, None] - 1)
+    words = torch.randn(batch, max_words, dim, generator=generator, dtype=torch.double)
+    objects = torch.randn(batch, max_objects, dim, generator=generator, dtype=torch.double)
+    cls = torch.randn(dim, generator=generator, dtype=torch.double)
+    sep = torch.randn(dim, generator=generator, dtype=torch.double)
+    return build_flat_lattice(words, word_mask, objects, object_mask, torch.stack([first, last], -1), cls, sep)
+
+
+def _outputs_and_gradients(encoder, forward, lattice, head=None, tail=None):
+    encoder.zero_grad()
+    inputs = lattice.embeddings.clone().requires_grad_()
+    head = lattice.head if head is None else head
+    tail = lattice.tail if tail is None else tail
+    encoded = forward(inputs, lattice.mask, head, tail)
+    weights = torch.randn(encoded.shape, generator=torch.Generator().manual_seed(9), dtype=encoded.dtype)
+    (encoded * weights).sum().backward()
+    gradients = {name: p.grad.clone() for name, p in encoder.named_parameters()}
+    return encoded.detach(), inputs.grad, gradients
+
+
+def _literal_eq_9_and_10(encoder, inputs, mask, head, tail):
+    """FMIT Eq 9-12 as written: the (L, L, 4d) concatenation through W_r, then per head
+    A_ij = q_i k_j + q_i W_kR R_ij + u k_j + v W_kR R_ij, with W_kR applied to every R_ij."""
+    relative = encoder.relative_position.naive_forward(head, tail).to(inputs.dtype)
+    hidden = inputs
+    for layer in encoder.layers:
+        attention = layer.attention
+        heads, head_dim = attention.num_heads, attention.head_dim
+        split = attention._split_heads
+        query, key, value = split(attention.query(hidden)), split(attention.key(hidden)), split(attention.value(hidden))
+        relative_key = split(attention.key_relative(relative))  # (batch, cells, cells, heads, head_dim)
+        scores = (
+            torch.einsum("bihe,bjhe->bhij", query, key)
+            + torch.einsum("bihe,bijhe->bhij", query, relative_key)
+            + torch.einsum("he,bjhe->bhj", attention.u, key).unsqueeze(2)
+            + torch.einsum("he,bijhe->bhij", attention.v, relative_key)
+        ) / math.sqrt(head_dim)
+        scores = scores.masked_fill(~mask[:, None, None, :], -math.inf)
+        attended = torch.einsum("bhij,bjhe->bihe", torch.softmax(scores, dim=-1), value)
+        attended = attention.output(attended.reshape(*hidden.shape[:-1], heads * head_dim))
+        hidden = layer._feedforward(hidden, attended)
+    return hidden * mask.unsqueeze(-1).to(hidden.dtype)
+
+
+def _chunked(encoder, chunk_elements):
+    """`encoder` with query chunks of at most `chunk_elements` per tensor (None: as built)."""
+    if chunk_elements is not None:
+        for layer in encoder.layers:
+            layer.attention.score_chunk_elements = chunk_elements
+    return encoder
+
+
+# One chunk of query rows; chunks of a few rows; one row per chunk. With several chunks training
+# recomputes each in the backward pass.
+@pytest.mark.parametrize("chunk_elements", [None, 300, 1])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_forward_equals_the_dense_formulation_and_literal_equations_with_gradients(chunk_elements, seed):
+    # train() with dropout 0: the training path, deterministic.
+    encoder = _chunked(_encoder(dropout_prob=0.0, max_distance=6).train(), chunk_elements)
+    lattice = _random_lattice(seed)
+    encoded, input_gradient, gradients = _outputs_and_gradients(encoder, encoder.forward, lattice)
+    for reference in (encoder.dense_forward, functools.partial(_literal_eq_9_and_10, encoder)):
+        expected, expected_input_gradient, expected_gradients = _outputs_and_gradients(encoder, reference, lattice)
+        assert torch.allclose(encoded, expected, rtol=1e-10, atol=1e-10)
+        assert torch.allclose(input_gradient, expected_input_gradient, rtol=1e-10, atol=1e-10)
+        for name, gradient in gradients.items():
+            assert torch.allclose(gradient, expected_gradients[name], rtol=1e-10, atol=1e-10), name
+    assert (encoded[~lattice.mask] == 0).all()
+
+
+@pytest.mark.parametrize("chunk_elements", [None, 2000])
+def test_float32_forward_matches_the_dense_formulation_to_1e_5(chunk_elements):
+    # Without a gradient each layer looks up the objects' R chunk by chunk (queries and keys).
+    torch.manual_seed(0)
+    encoder = _chunked(FlatLatticeTransformer(32, 2, 4, 64, dropout_prob=0.0).eval(), chunk_elements)
+    lattice = _random_lattice(3, batch=4, max_words=20, max_objects=6, dim=32)
+    inputs, mask = lattice.embeddings.float(), lattice.mask
+    with torch.no_grad():
+        fast = encoder(inputs, mask, lattice.head, lattice.tail)
+        dense = encoder.dense_forward(inputs, mask, lattice.head, lattice.tail)
+    assert torch.allclose(fast, dense, rtol=1e-5, atol=1e-5 * dense.abs().max().item())
+
+
+@pytest.mark.parametrize("shift", ["shifted", "flipped", "plain"])
+def test_other_positions_equal_the_dense_formulation(shift):
+    # Shifted positions keep the Toeplitz structure (an offset per example); flipped ones make every
+    # cell special; a plain sequence has none.
+    encoder = _encoder(dropout_prob=0.0).train()
+    lattice = _random_lattice(4)
+    head, tail = {
+        "shifted": (lattice.head + 7, lattice.tail + 7),
+        "flipped": (lattice.head.flip(1), lattice.tail.flip(1)),
+        "plain": (None, None),
+    }[shift]
+    if shift == "plain":
+        def fast(inputs, mask, head, tail):
+            return encoder(inputs, mask)
+
+        def dense(inputs, mask, head, tail):
+            return encoder.dense_forward(inputs, mask)
+    else:
+        fast, dense = encoder.forward, encoder.dense_forward
+    encoded, input_gradient, gradients = _outputs_and_gradients(encoder, fast, lattice, head, tail)
+    expected, expected_input_gradient, expected_gradients = _outputs_and_gradients(encoder, dense, lattice, head, tail)
+    assert torch.allclose(encoded, expected, atol=1e-10)
+    assert torch.allclose(input_gradient, expected_input_gradient, atol=1e-10)
+    for name, gradient in gradients.items():
+        assert torch.allclose(gradient, expected_gradients[name], atol=1e-10), name
+
+
+def test_special_cells_are_the_objects():
+    encoder = _encoder()
+    lattice = _random_lattice(5)
+    objects = lattice.object_cell_mask()
+    for head, tail in ((lattice.head, lattice.tail), (lattice.head + 11, lattice.tail + 11)):
+        positions = RelativePositions.of(encoder.relative_position, head, tail, lattice.mask)
+        count = int(objects.sum(1).max())
+        assert positions.special_index.shape == (3, count)
+        for example in range(3):
+            index = positions.special_index[example].tolist()
+            assert len(set(index)) == count  # distinct, so scattering by it writes each cell once
+            real = objects[example].nonzero().flatten().tolist()
+            assert index[: len(real)] == real
+            assert not objects[example, index[len(real):]].any()
+    plain = torch.arange(7).expand(2, 7)
+    assert RelativePositions.of(encoder.relative_position, plain, plain, torch.ones(2, 7, dtype=torch.bool)
+                                ).special_index.shape == (2, 0)
+
+
+class _Shapes(TorchDispatchMode):
+    """Records the shape of every tensor an operator returns."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shapes: list[tuple[int, ...]] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        result = func(*args, **(kwargs or {}))
+        for value in torch.utils._pytree.tree_leaves(result):
+            if isinstance(value, torch.Tensor):
+                self.shapes.append(tuple(value.shape))
+        return result
+
+
+def test_no_cells_by_cells_by_dim_tensor_and_chunks_bound_the_scores():
+    torch.manual_seed(0)
+    dim, heads = 64, 2
+    encoder = FlatLatticeTransformer(dim, 2, heads, 32, dropout_prob=0.0).train()
+    generator = torch.Generator().manual_seed(0)
+    words, objects, batch = 30, 3, 2
+    lattice = build_flat_lattice(
+        torch.randn(batch, words, dim, generator=generator),
+        torch.ones(batch, words, dtype=torch.bool),
+        torch.randn(batch, objects, dim, generator=generator),
+        torch.ones(batch, objects, dtype=torch.bool),
+        torch.tensor([[[0, 2], [5, 5], [10, 29]]] * batch),
+        torch.randn(dim, generator=generator),
+        torch.randn(dim, generator=generator),
+    )
+    cells = lattice.embeddings.size(1)
+    inputs = lattice.embeddings.requires_grad_()
+
+    def pairs_of_cells(shapes: list[tuple[int, ...]], last: int) -> list[tuple[int, ...]]:
+        """Shapes with (cells, cells) in front of a last dimension `last` (or reshaped so)."""
+        return [s for s in shapes if s.count(cells) >= 2 and s[-1] == last
+                or len(s) == 2 and s[0] == batch * cells * cells and s[1] == last]
+
+    with _Shapes() as dense:
+        encoder.dense_forward(inputs, lattice.mask, lattice.head, lattice.tail).sum().backward()
+    assert pairs_of_cells(dense.shapes, dim)  # the recorder sees R where there is one
+    with _Shapes() as fast:
+        encoder(inputs, lattice.mask, lattice.head, lattice.tail).sum().backward()
+    assert not pairs_of_cells(fast.shapes, dim)
+    assert pairs_of_cells(fast.shapes, cells)  # one chunk: the (batch, heads, cells, cells) scores
+    _chunked(encoder, 1000)  # a few query rows per chunk, recomputed in backward
+    with _Shapes() as chunked:
+        encoder(inputs, lattice.mask, lattice.head, lattice.tail).sum().backward()
+    # forward and the recomputed backward: no scores of all cells with all cells
+    assert not pairs_of_cells(chunked.shapes, cells)
+    assert not pairs_of_cells(chunked.shapes, dim)
+
+
+def test_state_dict_keys_are_those_of_existing_archives():
+    encoder = _encoder(num_layers=1)
+    layer = [
+        "attention.u", "attention.v", "attention.query.weight", "attention.query.bias", "attention.key.weight",
+        "attention.key.bias", "attention.key_relative.weight", "attention.key_relative.bias",
+        "attention.value.weight", "attention.value.bias", "attention.output.weight", "attention.output.bias",
+        "attention_norm.weight", "attention_norm.bias", "feedforward.0.weight", "feedforward.0.bias",
+        "feedforward.3.weight", "feedforward.3.bias", "feedforward_norm.weight", "feedforward_norm.bias",
+    ]
+    expected = {"relative_position.fusion.weight", "relative_position.fusion.bias"} | {f"layers.0.{k}" for k in layer}
+    assert set(encoder.state_dict()) == expected

@@ -143,3 +143,32 @@ def test_single_cell_and_equal_positions():
 def test_rejects_a_non_positive_max_distance():
     with pytest.raises(ConfigurationError, match="max_distance must be positive, got 0"):
         RelativePositionFusion(hidden_dim=8, max_distance=0)
+
+
+def test_lookup_of_blocks_equals_rows_and_columns_of_r():
+    torch.manual_seed(0)
+    fusion = RelativePositionFusion(hidden_dim=8, max_distance=6).double()
+    head, tail = _random_cells(batch=2, cells=9, max_position=12, seed=5)
+    full = fusion(head, tail)
+    reach = fusion.reach(head, tail)
+    tables = fusion.tables(reach)
+    rows = torch.tensor([[4, 0], [8, 2]])
+    row_head, row_tail = head.gather(1, rows), tail.gather(1, rows)
+    block = fusion.lookup(tables, reach, row_head, row_tail, head, tail)
+    assert block.shape == (2, 2, 9, 8)
+    assert torch.allclose(block, full.gather(1, rows[..., None, None].expand(-1, -1, 9, 8)), atol=1e-12)
+    columns = fusion.lookup(tables, reach, head, tail, row_head, row_tail)
+    assert torch.allclose(columns, full.gather(2, rows[:, None, :, None].expand(-1, 9, -1, 8)), atol=1e-12)
+
+
+def test_sequence_table_is_r_of_cells_whose_head_is_their_tail():
+    torch.manual_seed(0)
+    fusion = RelativePositionFusion(hidden_dim=8, max_distance=3).double()
+    positions = torch.arange(6).unsqueeze(0)
+    full = fusion(positions, positions)[0]
+    table = fusion.sequence(fusion.tables(3), 3, 6)
+    assert table.shape == (11, 8)
+    for i in range(6):
+        for j in range(6):
+            # row r holds distance 5 - r; distances beyond 3 are clamped to 3 in both
+            assert torch.allclose(table[5 - (i - j)], full[i, j], atol=1e-12)
