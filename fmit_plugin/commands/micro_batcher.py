@@ -31,6 +31,7 @@ class MicroBatcher(Generic[Item, Result]):
     run_batch : `Callable[[list[Item]], list[Result]]`
         Exactly one result per item, in order. An exception fails every request of that batch.
     max_batch_size : `int`, optional (default = `32`)
+        Items per batch at most (`allennlp serve --batch-size`); one request's items are never split.
     max_wait_s : `float`, optional (default = `0.005`)
         How long a started batch waits for more items (5 ms: well under one forward pass).
     """

@@ -53,9 +53,11 @@ class ServeSettings:
         Image names in requests are read from this folder only (no `..`, no absolute path, no
         symlink leaving it); without it, a request naming an image is refused.
     max_image_bytes : `int`, optional (default = 10 MiB)
+        Largest image a request may carry (uploaded or base64), in bytes.
     max_image_pixels : `int`, optional (default = 40 megapixels)
         Read from the image's header: a decompression bomb is refused before anything is decoded.
     max_body_bytes : `int`, optional (default = 16 MiB)
+        Largest request body, refused before it is read whole.
     max_tokens : `int`, optional (default = `512`)
         Tokens per input (a tweet has at most a few dozen).
     max_batch_inputs : `int`, optional (default = `256`)

@@ -23,6 +23,7 @@ class Model(TangoModel):
     # Parameters
 
     vocab : `Vocabulary`
+        The label vocabulary the model predicts over (its "labels" namespace).
     max_words : `int`, optional (default = `None`: no limit)
         Longest tweet `check_lengths` accepts; subclasses give their own default and their
         `length_limit_reason`.

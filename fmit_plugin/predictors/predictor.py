@@ -250,6 +250,7 @@ class TweetInput:
     # Parameters
 
     tokens : `list[str]`
+        The tweet's words, as given (or split from `"sentence"` by the tweet tokenizer).
     image : `str`, optional
         A path or an image id; with `image_bytes`, only the image's name (its id).
     image_bytes : `bytes`, optional

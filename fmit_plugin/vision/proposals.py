@@ -145,10 +145,13 @@ class DetectorProposalsGrounder(ZeroShotDetectorGrounder):
     # Parameters
 
     model_name : `str`, optional (default = `"google/owlv2-base-patch16-ensemble"`)
+        The zero-shot detector (`AutoModelForZeroShotObjectDetection`), a hub name or a local folder.
     threshold : `float`, optional (default = `0.1`)
         A box's best query score must be above this.
     queries : `list[str]`, optional (default = `GENERIC_QUERIES`)
+        The class-agnostic text queries the detector is asked ("object", "person", "vehicle"...).
     max_proposals : `int`, optional (default = `10`)
+        Keep the best this many candidates per image, after non-maximum suppression.
     nms_iou : `float`, optional (default = `0.5`)
         A box overlapping a better kept box with at least this IoU is dropped.
     load_weights : `bool`, optional (default = `True`)
