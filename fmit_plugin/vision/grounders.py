@@ -314,6 +314,16 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def parse_box(box: Any) -> Box:
+    """`[x0, y0, x1, y1]` as 4 finite numbers with x0 < x1 and y0 < y1 (a sidecar region's, a proposal's);
+    `ValueError` saying what is wrong."""
+    if not isinstance(box, list) or len(box) != 4 or not all(_is_number(value) for value in box):
+        raise ValueError(f"'box' must be 4 numbers [x0, y0, x1, y1], got {box!r}")
+    if box[2] <= box[0] or box[3] <= box[1]:
+        raise ValueError(f"'box' {box!r} has x1 <= x0 or y1 <= y0")
+    return (float(box[0]), float(box[1]), float(box[2]), float(box[3]))
+
+
 def parse_region(region: Any) -> tuple[str, Box, Optional[tuple[int, int]], float]:
     """One region record (a sidecar line's, or one given with a prediction input); `ValueError` saying what
     is wrong: (phrase, box, span or `None`, score)."""
@@ -325,11 +335,7 @@ def parse_region(region: Any) -> tuple[str, Box, Optional[tuple[int, int]], floa
     phrase = region["phrase"]
     if not isinstance(phrase, str):
         raise ValueError("'phrase' must be a string")
-    box = region["box"]
-    if not isinstance(box, list) or len(box) != 4 or not all(_is_number(value) for value in box):
-        raise ValueError(f"'box' must be 4 numbers [x0, y0, x1, y1], got {box!r}")
-    if box[2] <= box[0] or box[3] <= box[1]:
-        raise ValueError(f"'box' {box!r} has x1 <= x0 or y1 <= y0")
+    box = parse_box(region["box"])
     span = region["span"]
     if span is not None:
         if not isinstance(span, list) or len(span) != 2 or not all(_is_int(value) for value in span):
@@ -341,7 +347,7 @@ def parse_region(region: Any) -> tuple[str, Box, Optional[tuple[int, int]], floa
         raise ValueError(f"'score' must be a number, got {score!r}")
     return (
         phrase,
-        (float(box[0]), float(box[1]), float(box[2]), float(box[3])),
+        box,
         None if span is None else (span[0], span[1]),
         float(score),
     )

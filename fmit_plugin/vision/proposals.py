@@ -9,30 +9,23 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 import torch
 from PIL import Image
 from tango.common.exceptions import ConfigurationError
 
-from fmit_plugin.vision.grounders import TOKEN_LEVEL_MODEL_TYPES, PhraseGrounder, ZeroShotDetectorGrounder, clip_box
+from fmit_plugin.vision.grounders import (
+    TOKEN_LEVEL_MODEL_TYPES,
+    PhraseGrounder,
+    ZeroShotDetectorGrounder,
+    clip_box,
+    parse_box,
+)
 from fmit_plugin.vision.regions import Box, Phrase, Region, box_iou
 
 PROPOSAL_LABEL = "proposal"
 GENERIC_QUERIES = ("object", "person", "animal", "vehicle", "building", "logo", "text", "food")
-
-
-def _box(value: Any) -> Box:
-    """[x0, y0, x1, y1] as 4 finite numbers with x0 < x1, y0 < y1; `ValueError` saying what is wrong."""
-    if (
-        not isinstance(value, list) or len(value) != 4
-        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and float(v) == float(v)
-                   and abs(float(v)) != float("inf") for v in value)
-    ):
-        raise ValueError(f"a box must be 4 numbers [x0, y0, x1, y1], got {value!r}")
-    if value[2] <= value[0] or value[3] <= value[1]:
-        raise ValueError(f"box {value!r} has x1 <= x0 or y1 <= y0")
-    return (float(value[0]), float(value[1]), float(value[2]), float(value[3]))
 
 
 @PhraseGrounder.register("proposals")
@@ -101,7 +94,7 @@ class ProposalsGrounder(PhraseGrounder):
             raise ValueError(f"'image_id' must be a string or an integer, got {image_id!r}")
         if not isinstance(record["boxes"], list):
             raise ValueError("'boxes' must be a list of [x0, y0, x1, y1]")
-        boxes = [_box(value) for value in record["boxes"]]
+        boxes = [parse_box(value) for value in record["boxes"]]
         scores = record.get("scores", [1.0] * len(boxes))
         if not isinstance(scores, list) or len(scores) != len(boxes) or not all(
             isinstance(s, (int, float)) and not isinstance(s, bool) for s in scores
