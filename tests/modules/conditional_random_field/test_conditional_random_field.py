@@ -1,5 +1,4 @@
 """Both CRF backends, given the same transitions, agree with each other and with enumeration."""
-import itertools
 import math
 
 import pytest
@@ -14,6 +13,7 @@ from tango.common.exceptions import ConfigurationError
 from fmit_plugin.data.span_utils import bio_tags_to_spans
 from fmit_plugin.modules.conditional_random_field import AllennlpLightCrf, ConditionalRandomField, PytorchCrf
 from fmit_plugin.modules.tagging_head import TaggingHead
+from tests.crf_enumeration import logsumexp, path_scores
 
 LABELS = {0: "O", 1: "B-PER", 2: "I-PER", 3: "B-LOC", 4: "I-LOC"}
 BACKENDS = {"allennlp_light": AllennlpLightCrf, "pytorch_crf": PytorchCrf}
@@ -43,21 +43,6 @@ def _batch(seed):
     return emissions, tags, mask, lengths
 
 
-def _path_scores(emissions, length, transitions, start, end):
-    scores = {}
-    for path in itertools.product(range(len(LABELS)), repeat=length):
-        score = float(start[path[0]] + emissions[0, path[0]] + end[path[-1]])
-        for t in range(1, length):
-            score += float(transitions[path[t - 1], path[t]] + emissions[t, path[t]])
-        scores[path] = score
-    return scores
-
-
-def _logsumexp(values):
-    top = max(values)
-    return top + math.log(sum(math.exp(v - top) for v in values))
-
-
 def test_the_registry_holds_both_backends_and_defaults_to_allennlp_light():
     assert {"allennlp_light", "pytorch_crf"} <= set(ConditionalRandomField.list_available())
     assert ConditionalRandomField.default_implementation == "allennlp_light"
@@ -73,8 +58,8 @@ def test_both_backends_give_the_enumerated_log_likelihood(seed):
     expected = 0.0
     for row, length in enumerate(lengths.tolist()):
         # Training is unconstrained in both libraries: the normaliser sums over every sequence.
-        scores = _path_scores(emissions[row], length, transitions, start, end)
-        expected += scores[tuple(tags[row, :length].tolist())] - _logsumexp(list(scores.values()))
+        scores = path_scores(emissions[row], length, transitions, start, end)
+        expected += scores[tuple(tags[row, :length].tolist())] - logsumexp(list(scores.values()))
     for name, head in heads.items():
         actual = head.crf.log_likelihood(emissions, tags, mask)
         assert actual.dim() == 0
@@ -97,14 +82,14 @@ def test_both_backends_decode_the_enumerated_best_paths_with_the_enumerated_conf
     assert entities["pytorch_crf"] == entities["allennlp_light"]
     assert any(entities["pytorch_crf"])
     for row, length in enumerate(lengths.tolist()):
-        enumerated = _path_scores(emissions[row], length, *scores)
+        enumerated = path_scores(emissions[row], length, *scores)
         assert tuple(decoded["pytorch_crf"][row]) == max(enumerated, key=enumerated.get)
-        total = _logsumexp(list(enumerated.values()))
+        total = logsumexp(list(enumerated.values()))
         path = decoded["pytorch_crf"][row]
         for label, start, end, confidence in entities["pytorch_crf"][row]:
             assert label == LABELS[path[start]][2:]
             matching = [s for p, s in enumerated.items() if list(p[start:end]) == path[start:end]]
-            assert confidence == pytest.approx(math.exp(_logsumexp(matching) - total), rel=1e-4, abs=1e-6)
+            assert confidence == pytest.approx(math.exp(logsumexp(matching) - total), rel=1e-4, abs=1e-6)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -9,6 +9,7 @@ from fmit_plugin.modules.conditional_random_field import (
     span_log_probabilities,
     viterbi_paths,
 )
+from tests.crf_enumeration import logsumexp, path_scores
 
 LABELS = {0: "O", 1: "B-PER", 2: "I-PER", 3: "B-LOC", 4: "I-LOC"}
 
@@ -22,22 +23,6 @@ def _constrained_scores(seed, constrain=True):
     return crf.constrained_scores()
 
 
-def _path_scores(emissions, length, transitions, start, end):
-    """Every tag sequence of `length` with its score, by enumeration."""
-    scores = {}
-    for path in itertools.product(range(len(LABELS)), repeat=length):
-        score = float(start[path[0]] + emissions[0, path[0]] + end[path[-1]])
-        for t in range(1, length):
-            score += float(transitions[path[t - 1], path[t]] + emissions[t, path[t]])
-        scores[path] = score
-    return scores
-
-
-def _logsumexp(values):
-    top = max(values)
-    return top + math.log(sum(math.exp(v - top) for v in values))
-
-
 def test_forward_algorithm_and_viterbi_equal_enumeration_with_padding():
     for seed, constrain in itertools.product(range(3), (True, False)):
         scores = _constrained_scores(seed, constrain)
@@ -47,8 +32,8 @@ def test_forward_algorithm_and_viterbi_equal_enumeration_with_padding():
         partitions = log_partition(emissions, mask, *scores)
         paths = viterbi_paths(emissions, lengths, *scores)
         for row, length in enumerate(lengths.tolist()):
-            enumerated = _path_scores(emissions[row], length, *scores)
-            assert math.isclose(partitions[row].item(), _logsumexp(list(enumerated.values())), rel_tol=1e-5)
+            enumerated = path_scores(emissions[row], length, *scores)
+            assert math.isclose(partitions[row].item(), logsumexp(list(enumerated.values())), rel_tol=1e-5)
             assert tuple(paths[row, :length].tolist()) == max(enumerated, key=enumerated.get)
 
 
@@ -63,8 +48,8 @@ def test_span_log_probabilities_equal_enumeration():
     in_span = torch.tensor([[start <= t < end for t in range(4)] for start, end in spans])
     actual = span_log_probabilities(emissions, mask, labels, in_span, *scores)
     for row, ((start, end), length) in enumerate(zip(spans, lengths.tolist())):
-        enumerated = _path_scores(emissions[row], length, *scores)
+        enumerated = path_scores(emissions[row], length, *scores)
         wanted = tuple(labels[row, start:end].tolist())
         matching = [s for path, s in enumerated.items() if path[start:end] == wanted]
-        expected = _logsumexp(matching) - _logsumexp(list(enumerated.values()))
+        expected = logsumexp(matching) - logsumexp(list(enumerated.values()))
         assert math.isclose(actual[row].item(), expected, rel_tol=1e-4, abs_tol=1e-4)
