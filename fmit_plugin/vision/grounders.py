@@ -314,6 +314,24 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def parse_image_line(line: str, items: str, described: str) -> tuple[str, dict[str, Any]]:
+    """A JSON-lines record of one image (a sidecar's, a proposals file's): its `image_id` as a string
+    and the record, whose `items` key must hold a list (`described` says of what, for the message);
+    `ValueError` saying what is wrong."""
+    record = json.loads(line)  # json.JSONDecodeError is a ValueError
+    if not isinstance(record, dict):
+        raise ValueError("a line must be a JSON object")
+    for key in ("image_id", items):
+        if key not in record:
+            raise ValueError(f"no '{key}'")
+    image_id = record["image_id"]
+    if not isinstance(image_id, (str, int)) or isinstance(image_id, bool):
+        raise ValueError(f"'image_id' must be a string or an integer, got {image_id!r}")
+    if not isinstance(record[items], list):
+        raise ValueError(f"'{items}' must be {described}")
+    return str(image_id), record
+
+
 def parse_box(box: Any) -> Box:
     """`[x0, y0, x1, y1]` as 4 finite numbers with x0 < x1 and y0 < y1 (a sidecar region's, a proposal's);
     `ValueError` saying what is wrong."""
@@ -415,18 +433,8 @@ class PrecomputedGrounder(PhraseGrounder):
 
     @staticmethod
     def _parse_line(line: str) -> tuple[str, list[tuple[str, Box, Optional[tuple[int, int]], float]]]:
-        record = json.loads(line)  # json.JSONDecodeError is a ValueError
-        if not isinstance(record, dict):
-            raise ValueError("a line must be a JSON object")
-        for key in ("image_id", "regions"):
-            if key not in record:
-                raise ValueError(f"no '{key}'")
-        image_id = record["image_id"]
-        if not isinstance(image_id, (str, int)) or isinstance(image_id, bool):
-            raise ValueError(f"'image_id' must be a string or an integer, got {image_id!r}")
-        if not isinstance(record["regions"], list):
-            raise ValueError("'regions' must be a list")
-        return str(image_id), [parse_region(region) for region in record["regions"]]
+        image_id, record = parse_image_line(line, "regions", "a list")
+        return image_id, [parse_region(region) for region in record["regions"]]
 
     def cache_key(self) -> str:
         return f"precomputed(path={self.path}, sha256={self.content_hash}, min_score={self.min_score})"

@@ -6,7 +6,6 @@ GMNER methods choose among a detector's candidate boxes (VinVL in Yu et al., ACL
 file of boxes per image (`proposals`), and a zero-shot detector asked generic queries (`detector_proposals`).
 """
 import hashlib
-import json
 import os
 from pathlib import Path
 from typing import Optional, Sequence
@@ -21,6 +20,7 @@ from fmit_plugin.vision.grounders import (
     ZeroShotDetectorGrounder,
     clip_box,
     parse_box,
+    parse_image_line,
 )
 from fmit_plugin.vision.regions import Box, Phrase, Region, box_iou
 
@@ -83,24 +83,14 @@ class ProposalsGrounder(PhraseGrounder):
 
     @staticmethod
     def _parse_line(line: str) -> tuple[str, list[tuple[Box, float]]]:
-        record = json.loads(line)  # json.JSONDecodeError is a ValueError
-        if not isinstance(record, dict):
-            raise ValueError("a line must be a JSON object")
-        for key in ("image_id", "boxes"):
-            if key not in record:
-                raise ValueError(f"no '{key}'")
-        image_id = record["image_id"]
-        if not isinstance(image_id, (str, int)) or isinstance(image_id, bool):
-            raise ValueError(f"'image_id' must be a string or an integer, got {image_id!r}")
-        if not isinstance(record["boxes"], list):
-            raise ValueError("'boxes' must be a list of [x0, y0, x1, y1]")
+        image_id, record = parse_image_line(line, "boxes", "a list of [x0, y0, x1, y1]")
         boxes = [parse_box(value) for value in record["boxes"]]
         scores = record.get("scores", [1.0] * len(boxes))
         if not isinstance(scores, list) or len(scores) != len(boxes) or not all(
             isinstance(s, (int, float)) and not isinstance(s, bool) for s in scores
         ):
             raise ValueError(f"'scores' must be a list of {len(boxes)} numbers, one per box")
-        return str(image_id), [(box, float(score)) for box, score in zip(boxes, scores, strict=True)]
+        return image_id, [(box, float(score)) for box, score in zip(boxes, scores, strict=True)]
 
     def cache_key(self) -> str:
         return (f"proposals(path={self.path}, sha256={self.content_hash}, max_proposals={self.max_proposals}, "
