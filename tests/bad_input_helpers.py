@@ -85,3 +85,19 @@ def write_run(directory: Path, embedder: dict, dataset_reader: Optional[dict] = 
     vocab.save_to_files(directory / "vocabulary")
     torch.save(tagger.state_dict(), directory / "best.th")
     return directory
+
+
+def one_error_line(argv, capsys) -> str:
+    """Runs the CLI on `argv`, expecting exit code 2 with exactly one `error:` line and no traceback; that line."""
+    import pytest
+
+    from fmit_plugin.commands import main
+
+    with pytest.raises(SystemExit) as info:
+        main(argv=argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err and "\n" not in lines[0]
+    return lines[0]

@@ -14,7 +14,7 @@ import pytest
 from fmit_plugin.commands import main
 from fmit_plugin.common.directory_lock import DirectoryLock
 from fmit_plugin.models.archival import archive_model
-from tests.bad_input_helpers import write_run
+from tests.bad_input_helpers import one_error_line, write_run
 
 BAD_INPUT = Path(__file__).parents[1] / "fixtures" / "bad_input"
 
@@ -34,17 +34,6 @@ def _config(name: str, tiny_bert: Path, data_dir: Path, target: Path) -> Path:
     return target
 
 
-def _fails(argv, capsys) -> str:
-    with pytest.raises(SystemExit) as info:
-        main(argv=argv)
-    assert info.value.code == 2
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.startswith("error: ")]
-    assert len(lines) == 1, err
-    assert "Traceback" not in err and "\n" not in lines[0]
-    return lines[0]
-
-
 CONFIG_ERRORS = [
     ("unknown_type.json", ["'crf_taggr' not in acceptable choices for model.type", "'crf_tagger'", "'fmit'"]),
     ("unknown_nested_type.json", ["model.text_field_embedder.type", "'pretrained_transformer_mismatched'"]),
@@ -62,7 +51,7 @@ def test_config_errors_are_one_line_naming_the_problem(name, expected, tiny_bert
                                                        monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     config = _config(name, tiny_bert, data_dir, tmp_path / name)
-    line = _fails(["train", str(config), "-s", str(tmp_path / "run"), "--dry-run"], capsys)
+    line = one_error_line(["train", str(config), "-s", str(tmp_path / "run"), "--dry-run"], capsys)
     for fragment in expected:
         assert fragment in line, line
 
@@ -77,7 +66,7 @@ BAD_VALUES = [
 def test_bad_config_values_are_configuration_errors(overrides, expected, tiny_bert, data_dir, tmp_path, capsys):
     # One type for a bad config value in every module (issue 14), so the CLI says the same kind of thing.
     config = _config("valid.json", tiny_bert, data_dir, tmp_path / "valid.json")
-    line = _fails(["train", str(config), "-s", str(tmp_path / "run"), "--dry-run", "-o", json.dumps(overrides)],
+    line = one_error_line(["train", str(config), "-s", str(tmp_path / "run"), "--dry-run", "-o", json.dumps(overrides)],
                   capsys)
     assert line.startswith("error: ConfigurationError: ") and expected in line, line
 
@@ -88,8 +77,8 @@ def test_unknown_type_never_imports_modules_of_the_working_directory(tiny_bert, 
     (tmp_path / "booby_trap.py").write_text("open('imported.txt', 'w').close()\n")
     monkeypatch.chdir(tmp_path)
     config = _config("unknown_type.json", tiny_bert, data_dir, tmp_path / "config.json")
-    assert "not in acceptable choices" in _fails(["train", str(config), "-s", str(tmp_path / "run"), "--dry-run"],
-                                                 capsys)
+    assert "not in acceptable choices" in one_error_line(
+        ["train", str(config), "-s", str(tmp_path / "run"), "--dry-run"], capsys)
     assert not (tmp_path / "imported.txt").exists()
 
 
@@ -109,20 +98,20 @@ def archive(tmp_path):
 
 def test_evaluating_data_with_an_unseen_type_names_file_line_and_label(archive, capsys):
     path = BAD_INPUT / "reader" / "unseen_type.txt"
-    line = _fails(["evaluate", str(archive), str(path)], capsys)
+    line = one_error_line(["evaluate", str(archive), str(path)], capsys)
     assert f"{path}:8: word 2 ('Coachella') has label 'B-EVENT'" in line
     assert "O, B-PER, I-PER, B-LOC, I-LOC" in line
 
 
 def test_evaluating_malformed_data_names_file_and_line(archive, capsys):
     path = BAD_INPUT / "reader" / "not_utf8.txt"
-    assert f"{path}:7: not UTF-8" in _fails(["evaluate", str(archive), str(path)], capsys)
+    assert f"{path}:7: not UTF-8" in one_error_line(["evaluate", str(archive), str(path)], capsys)
 
 
 @pytest.mark.parametrize("command", ["evaluate", "predict"])
 def test_broken_archives_are_one_line_errors(command, capsys):
     path = BAD_INPUT / "archives" / "not_gzip.tar.gz"
-    line = _fails([command, str(path), str(BAD_INPUT / "reader" / "good.txt")], capsys)
+    line = one_error_line([command, str(path), str(BAD_INPUT / "reader" / "good.txt")], capsys)
     assert str(path) in line and "not a readable model archive" in line
 
 
@@ -138,7 +127,7 @@ def test_a_test_set_with_a_type_training_lacks_fails_before_training(tiny_bert, 
     unseen = BAD_INPUT / "reader" / "unseen_type.txt"
     config.update(test_data_path=str(unseen), evaluate_on_test=True)
     (tmp_path / "config.json").write_text(json.dumps(config))
-    line = _fails(["train", str(tmp_path / "config.json"), "-s", str(tmp_path / "run")], capsys)
+    line = one_error_line(["train", str(tmp_path / "config.json"), "-s", str(tmp_path / "run")], capsys)
     assert f"{unseen}:8: word 2 ('Coachella') has label 'B-EVENT'" in line
     assert "only in test_data_path can be neither learnt nor scored" in line
     assert not (tmp_path / "run" / "best.th").exists()
@@ -148,7 +137,7 @@ def test_evaluate_refuses_to_write_over_its_input(archive, tmp_path, capsys):
     data = tmp_path / "data.txt"
     shutil.copy(BAD_INPUT / "reader" / "good.txt", data)
     for flag in ("--output-file", "--predictions-output-file"):
-        assert "is the input file" in _fails(["evaluate", str(archive), str(data), flag, str(data)], capsys)
+        assert "is the input file" in one_error_line(["evaluate", str(archive), str(data), flag, str(data)], capsys)
     assert data.read_bytes() == (BAD_INPUT / "reader" / "good.txt").read_bytes()
 
 
@@ -174,7 +163,7 @@ def test_a_string_where_a_number_belongs_names_key_type_and_value(keys, value, e
         block = block[key]
     block[keys[-1]] = value
     (tmp_path / "config.json").write_text(json.dumps(config))
-    line = _fails(["train", str(tmp_path / "config.json"), "-s", str(tmp_path / "run")], capsys)
+    line = one_error_line(["train", str(tmp_path / "config.json"), "-s", str(tmp_path / "run")], capsys)
     assert expected in line
     assert not (tmp_path / "run").exists()  # refused before anything is written
 
@@ -184,7 +173,7 @@ def test_no_epochs_is_refused_before_anything_is_written(epochs, tiny_bert, data
     config = _valid_config(tiny_bert, data_dir, tmp_path)
     config["trainer"]["num_epochs"] = epochs
     (tmp_path / "config.json").write_text(json.dumps(config))
-    line = _fails(["train", str(tmp_path / "config.json"), "-s", str(tmp_path / "run")], capsys)
+    line = one_error_line(["train", str(tmp_path / "config.json"), "-s", str(tmp_path / "run")], capsys)
     assert f"trainer.num_epochs must be at least 1, got {epochs}" in line
     assert not (tmp_path / "run").exists()
 
@@ -194,7 +183,7 @@ def test_an_unset_ext_var_used_as_a_path_is_named(tiny_bert, data_dir, tmp_path,
     config = _valid_config(tiny_bert, data_dir, tmp_path)
     text = json.dumps(config).replace(json.dumps(config["train_data_path"]), 'std.extVar("FMIT_TEST_TRAIN_FILE")')
     (tmp_path / "config.jsonnet").write_text(text)
-    line = _fails(["train", str(tmp_path / "config.jsonnet"), "-s", str(tmp_path / "run")], capsys)
+    line = one_error_line(["train", str(tmp_path / "config.jsonnet"), "-s", str(tmp_path / "run")], capsys)
     assert "train_data_path" in line and "std.extVar(FMIT_TEST_TRAIN_FILE), which is not set" in line
     assert "data file not found" not in line
     assert not (tmp_path / "run").exists()
@@ -205,7 +194,7 @@ def test_a_data_file_that_is_a_fifo_is_refused_without_opening_it(tiny_bert, dat
     config = _valid_config(tiny_bert, data_dir, tmp_path)
     config["train_data_path"] = str(tmp_path / "train.fifo")
     (tmp_path / "config.json").write_text(json.dumps(config))
-    line = _fails(["train", str(tmp_path / "config.json"), "-s", str(tmp_path / "run"), "--dry-run"], capsys)
+    line = one_error_line(["train", str(tmp_path / "config.json"), "-s", str(tmp_path / "run"), "--dry-run"], capsys)
     assert f"train_data_path: data file {tmp_path / 'train.fifo'} is a FIFO" in line
 
 
@@ -218,7 +207,7 @@ def test_a_second_train_into_a_live_run_directory_is_refused(tiny_bert, data_dir
     # A lock held through another open file counts as another process's (flock is per open file).
     with DirectoryLock(run):
         for flags in ([], ["-f"], ["-r"]):
-            line = _fails(["train", str(config), "-s", str(run), *flags], capsys)
+            line = one_error_line(["train", str(config), "-s", str(run), *flags], capsys)
             assert f"{run} is in use by a running train (pid {os.getpid()} on" in line
         assert (run / "best.th").read_bytes() == b"the live run's"  # -f deleted nothing
     main(argv=["train", str(config), "-s", str(run), "-f", "--dry-run"])  # free again once released

@@ -16,9 +16,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from fmit_plugin.commands import main
 from fmit_plugin.commands.predict import predict_file, to_json_line
-from tests.bad_input_helpers import HashingEmbedder, write_run
+from tests.bad_input_helpers import HashingEmbedder, one_error_line, write_run
 
 IMAGE_FIXTURES = Path(__file__).parents[1] / "fixtures" / "bad_input" / "images"
 PREDICT_LOGGER = "fmit_plugin.commands.predict"
@@ -311,22 +310,13 @@ def test_a_fifo_is_read_as_stdin_is(text_run, tmp_path):
     assert [len(answer["tags"]) for answer in _strict_lines(output)] == [1, 2]
 
 
-def _fails(argv, capsys) -> str:
-    with pytest.raises(SystemExit) as info:
-        main(argv=argv)
-    assert info.value.code == 2
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.startswith("error: ")]
-    assert len(lines) == 1 and "Traceback" not in err, err
-    return lines[0]
-
-
 def test_an_input_folder_is_a_clear_error(text_run, tmp_path, capsys):
-    assert f"{tmp_path} is a folder, not a file or a pipe" in _fails(["predict", str(text_run), str(tmp_path)], capsys)
+    line = one_error_line(["predict", str(text_run), str(tmp_path)], capsys)
+    assert f"{tmp_path} is a folder, not a file or a pipe" in line
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full")
 def test_an_output_that_cannot_be_written_names_its_path(text_run, tmp_path, capsys):
     source = _write_lines(tmp_path / "in.jsonl", [{"tokens": ["a"]}])
-    line = _fails(["predict", str(text_run), str(source), "--output-file", "/dev/full", "--silent"], capsys)
+    line = one_error_line(["predict", str(text_run), str(source), "--output-file", "/dev/full", "--silent"], capsys)
     assert "Cannot write --output-file /dev/full" in line and "No space left on device" in line
