@@ -23,15 +23,22 @@ def atomic_write(path: Union[str, os.PathLike], writer: Any) -> None:
     os.close(handle)
     try:
         writer(temp)
-        # mkstemp makes the file private (0600); give it the mode a plain open() would, or keep the
-        # mode of the file it replaces.
-        os.chmod(temp, stat.S_IMODE(path.stat().st_mode) if path.exists() else 0o666 & ~_UMASK)
-        _fsync(temp)
-        os.replace(temp, path)
-        _fsync_directory(path.parent)
+        rename_into_place(temp, path)
     finally:
         if os.path.exists(temp):
             os.unlink(temp)
+
+
+def rename_into_place(temp: Union[str, os.PathLike], path: Union[str, os.PathLike]) -> None:
+    """The last step of an atomic write: the complete `temp` file (made by `mkstemp` beside `path`)
+    flushed to disk and renamed over `path`."""
+    path = Path(path)
+    # mkstemp makes the file private (0600); give it the mode a plain open() would, or keep the
+    # mode of the file it replaces.
+    os.chmod(temp, stat.S_IMODE(path.stat().st_mode) if path.exists() else 0o666 & ~_UMASK)
+    _fsync(str(temp))
+    os.replace(temp, path)
+    _fsync_directory(path.parent)
 
 
 def _fsync(path: str) -> None:
