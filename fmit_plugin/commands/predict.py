@@ -18,6 +18,7 @@ import re
 import stat
 import sys
 import tempfile
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -180,6 +181,8 @@ def _predict_file(
     unrendered = 0
     images = ImageCounts()
     reader = predictor.dataset_reader if use_dataset_reader else None
+    distributed.barrier()  # every worker's model is loaded: the clock below times the tagging alone
+    started = time.perf_counter()
     if not distributed.is_distributed():
         with PredictionWriter(output_file, echo=not silent) as writer:
             for window in _chunks(_input_items(input_file, reader), sort_window):
@@ -193,12 +196,17 @@ def _predict_file(
                 if render_dir is not None:
                     unrendered += _render(results, first_line, Path(render_dir))
         ungrounded = predictor.ungrounded_inputs
+        lines = writer.lines_written
     else:
-        errors, unrendered, ungrounded = _predict_distributed(
+        errors, unrendered, ungrounded, lines = _predict_distributed(
             predictor, reader, input_file, output_file, silent, batch_size, sort_window, render_dir, images
         )
         if not distributed.is_primary():
             return errors
+    seconds = time.perf_counter() - started
+    workers = f" by {distributed.world_size()} workers" if distributed.is_distributed() else ""
+    logger.info("Tagged %d lines in %.2f s%s (%.1f lines/s, model loading not counted)",
+                lines, seconds, workers, lines / max(seconds, 1e-9))
     if ungrounded:
         logger.warning(
             "%d inputs had an image but no regions (none given, none in the sidecar, none found by the detector): "
@@ -214,16 +222,16 @@ def _predict_file(
 def _predict_distributed(
     predictor: Predictor, reader: Optional[DatasetReader], input_file: str, output_file: Optional[str],
     silent: bool, batch_size: int, sort_window: int, render_dir: Optional[str], images: "ImageCounts",
-) -> tuple[int, int, int]:
+) -> tuple[int, int, int, int]:
     """Under `torchrun`: every worker reads the input; window k (of `sort_window` lines) is predicted
     by worker k mod world_size exactly as one process predicts it (the same batches, so the same
     numbers), and the primary worker writes each round of windows in input order. Returns the
-    errors, pictures not drawn and ungrounded inputs summed over workers (on every worker); the
-    primary worker's `images` holds every worker's counts."""
+    errors, pictures not drawn, ungrounded inputs and output lines summed over workers (on every
+    worker); the primary worker's `images` holds every worker's counts."""
     rank = distributed.rank()
     # Visual objects only for this worker's windows: the reader would extract them for every line.
     deferred = reader if isinstance(reader, TwitterMnerReader) and reader.visual_objects is not None else None
-    errors = unrendered = 0
+    errors = unrendered = lines = 0
     writer = PredictionWriter(output_file, echo=not silent, atomic=True) if distributed.is_primary() else None
     with writer if writer is not None else contextlib.nullcontext():
         with deferred.visual_objects_deferred() if deferred is not None else contextlib.nullcontext():
@@ -235,6 +243,7 @@ def _predict_distributed(
                     deferred.attach_visual_objects(instances)
                 results = _predict_batch(predictor, mine, batch_size, images) if mine else []
                 errors += sum(1 for result in results if "error" in result)
+                lines += len(results)
                 if render_dir is not None:
                     first_line = (number * distributed.world_size() + rank) * sort_window + 1
                     unrendered += _render(results, first_line, Path(render_dir))
@@ -251,8 +260,8 @@ def _predict_distributed(
     counts = distributed.gather_to_primary(images, "summing image counts")
     for worker_counts in (counts or [])[1:]:  # the primary worker's own are in `images` already
         images.update(worker_counts)
-    totals = distributed.sum_across_workers(errors, unrendered, predictor.ungrounded_inputs)
-    return int(totals[0]), int(totals[1]), int(totals[2])
+    totals = distributed.sum_across_workers(errors, unrendered, predictor.ungrounded_inputs, lines)
+    return int(totals[0]), int(totals[1]), int(totals[2]), int(totals[3])
 
 
 @dataclass
