@@ -68,8 +68,6 @@ def extract_visual_objects(config_file: str, overrides: str = "", splits: tuple[
     readers = _readers(params)
     joined = distributed.init_from_environment()
     try:
-        if distributed.is_distributed():
-            distributed.exit_on_sigterm()
         done = 0
         for split in splits:
             path = params.get(DATA_KEYS[split], None)

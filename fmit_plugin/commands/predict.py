@@ -7,6 +7,9 @@ items (parsed JSON, an instance from the dataset reader, or the exception that m
 an `"error"` field), and `PredictionWriter` writes and flushes each window's results as they come.
 Inside a window the tweets are batched by length, so batches carry little padding; nothing holds
 more than one window, so memory stays flat over any number of lines.
+
+Under `torchrun` the windows are dealt out to the workers (`_predict_distributed`): a window is the
+unit, so every batch is the one a single process makes and the output is byte-identical to it.
 """
 import argparse
 import contextlib
@@ -28,7 +31,7 @@ from tango.common.exceptions import ConfigurationError
 
 from fmit_plugin.commands.subcommand import Subcommand
 from fmit_plugin.common import distributed
-from fmit_plugin.common.file_utils import TEMP_SUFFIX, rename_into_place
+from fmit_plugin.common.file_utils import TEMP_SUFFIX, rename_into_place, sigterm_raises
 from fmit_plugin.data.data_loader import BucketBatchSampler
 from fmit_plugin.data.dataset_reader import DatasetReader
 from fmit_plugin.data.instance import TaggingInstance
@@ -149,18 +152,18 @@ def predict_file(
         raise ConfigurationError(f"--output-file {output_file} is the input file: it would be overwritten")
     joined = distributed.init_from_environment()
     try:
-        if distributed.is_distributed():
-            if stream:
-                raise ConfigurationError(
-                    f"A distributed predict reads its input file in every worker: {input_file} is stdin or a "
-                    "pipe; give a regular file"
-                )
-            distributed.exit_on_sigterm()
-        return _predict_file(
-            archive_file, input_file, output_file, predictor_name, batch_size,
-            distributed.local_cuda_device(cuda_device), silent, use_dataset_reader, overrides, render_dir,
-            sort_window, feature_store,
-        )
+        if distributed.is_distributed() and stream:
+            raise ConfigurationError(
+                f"A distributed predict reads its input file in every worker: {input_file} is stdin or a "
+                "pipe; give a regular file"
+            )
+        # torchrun stops the other workers with SIGTERM when one fails: unwind, removing the temporary output.
+        with sigterm_raises() if distributed.is_distributed() else contextlib.nullcontext():
+            return _predict_file(
+                archive_file, input_file, output_file, predictor_name, batch_size,
+                distributed.local_cuda_device(cuda_device), silent, use_dataset_reader, overrides, render_dir,
+                sort_window, feature_store,
+            )
     finally:
         if joined:
             distributed.destroy()

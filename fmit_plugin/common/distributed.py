@@ -8,7 +8,6 @@ files and which shard of the data a worker reads; LOCAL_RANK (the rank on this n
 import contextlib
 import contextvars
 import os
-import signal
 from collections.abc import Iterable, Iterator
 from typing import Any, Optional, TypeVar
 
@@ -103,16 +102,6 @@ def _collective(what: str) -> Iterator[None]:
             f"{describe_worker()}: the other workers stopped answering while {what} (one of them failed or was "
             f"killed: torchrun's report above names its rank): {error}"
         ) from error
-
-
-def exit_on_sigterm() -> None:
-    """When one worker dies, torchrun stops the others with SIGTERM: raised as `SystemExit` (exit
-    143) here, so their `finally` blocks run and no temporary file stays behind."""
-
-    def stop(signal_number: int, frame: Any) -> None:
-        raise SystemExit(128 + signal_number)
-
-    signal.signal(signal.SIGTERM, stop)
 
 
 def share(count: int) -> range:
