@@ -4,45 +4,19 @@ import json
 import sqlite3
 
 import pytest
-from PIL import Image
 
 from fmit_plugin.commands.extract_visual_objects import extract_visual_objects, merge_stores
-from tests.commands.distributed_helpers import alone, torchrun
-
-TWEETS = [(str(n), ["Zorp", "visits", "Blix", "today", "again"][: 2 + n % 4]) for n in range(7)]
+from tests.commands.distributed_helpers import alone, torchrun, visual_reader, write_image_tweets
 
 
 @pytest.fixture
 def dataset(tmp_path):
-    """7 tweets: 5 with images of several sizes and colours, one with a broken image, one without."""
-    images = tmp_path / "images"
-    images.mkdir()
-    for n in range(5):
-        Image.new("RGB", (40 + 8 * n, 64 - 4 * n), (40 * n, 200 - 30 * n, 90)).save(images / f"{n}.jpg")
-    (images / "5.jpg").write_bytes(b"not really a jpeg")
-    sidecar = [{"image_id": str(n), "regions": [{"phrase": "Zorp", "span": [0, 0], "box": [0, 0, 20 + n, 30]}]}
-               for n in range(0, 5, 2)]
-    (tmp_path / "sidecar.jsonl").write_text("".join(json.dumps(line) + "\n" for line in sidecar))
-    blocks = [f"IMGID:{image_id}\n" + "".join(f"{w}\tO\n" for w in words) for image_id, words in TWEETS]
-    (tmp_path / "train.txt").write_text("\n".join(blocks), encoding="utf-8")
-    (tmp_path / "first_three.txt").write_text("\n".join(blocks[:3]), encoding="utf-8")
-    (tmp_path / "last_four.txt").write_text("\n".join(blocks[3:]), encoding="utf-8")
+    write_image_tweets(tmp_path)
     return tmp_path
 
 
 def _config(dataset, store, data="train.txt"):
-    config = {
-        "dataset_reader": {
-            "type": "twitter_mner",
-            "image_dir": str(dataset / "images"),
-            "visual_objects": {
-                "backbone": {"type": "efficientnet_lite"},
-                "grounder": {"type": "precomputed", "path": str(dataset / "sidecar.jsonl")},
-                "store_path": str(dataset / store),
-            },
-        },
-        "train_data_path": str(dataset / data),
-    }
+    config = {"dataset_reader": visual_reader(dataset, store), "train_data_path": str(dataset / data)}
     path = dataset / f"{store}.{data}.json"
     path.write_text(json.dumps(config))
     return path

@@ -5,7 +5,7 @@ import pytest
 from tango.common import Params
 
 from fmit_plugin.commands.train import train_model
-from tests.commands.distributed_helpers import alone, torchrun
+from tests.commands.distributed_helpers import alone, torchrun, visual_reader, write_image_tweets
 from tests.conftest import tiny_config
 
 WORDS = "Zorp visits Blix today with Ana Lee at Quib and the team".split()
@@ -54,6 +54,30 @@ def test_two_workers_write_the_output_of_one_process_byte_for_byte_and_count_its
     assert single.returncode == 1 and message in single.stderr, single.stderr[-3000:]
     assert spread.returncode != 0 and spread.stderr.count(message) == 1, spread.stderr[-3000:]
     assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_with_the_dataset_reader_and_visual_objects_two_workers_write_the_output_of_one(tiny_bert, tmp_path):
+    # Each worker extracts the objects of its own windows only; the lines are those of one process.
+    write_image_tweets(tmp_path)
+    config = tiny_config(tiny_bert)
+    config["dataset_reader"] = visual_reader(tmp_path, "store.sqlite")
+    for split in ("train", "validation", "test"):
+        config[f"{split}_data_path"] = str(tmp_path / "train.txt")
+    config["trainer"]["num_epochs"] = 1
+    train_model(Params(config), tmp_path / "run")
+    (tmp_path / "store.sqlite").unlink()  # predict reads the archive's store read-only: nothing in it now
+    archive, data = tmp_path / "run" / "model.tar.gz", tmp_path / "train.txt"
+    arguments = ["--use-dataset-reader", "--sort-window", "2"]
+    single = alone(_predict(archive, data, tmp_path / "one.jsonl", *arguments), tmp_path)
+    assert single.returncode == 0, single.stderr[-3000:]
+    spread = torchrun(2, _predict(archive, data, tmp_path / "two.jsonl", *arguments), tmp_path)
+    assert spread.returncode == 0, spread.stderr[-3000:]
+    expected = (tmp_path / "one.jsonl").read_bytes()
+    assert (tmp_path / "two.jsonl").read_bytes() == expected
+    lines = [json.loads(line) for line in expected.decode("utf-8").splitlines()]
+    assert [line["image"].rsplit("/", 1)[-1] for line in lines] == [f"{n}.jpg" for n in range(6)] + ["6"]
+    assert all(line["objects"] for line in lines)  # the whole image at least, for every tweet
+    assert sum(len(line["objects"]) > 1 for line in lines) == 3  # the sidecar's regions
 
 
 def test_stdin_is_refused_with_one_line_naming_the_worker(archive, tmp_path):
