@@ -35,6 +35,7 @@ PAGES = {
     "speed": DOCS / "speed.md",
     "speed_long": DOCS / "speed.md",
     "visual_extraction": DOCS / "visual_objects.md",
+    "distributed": DOCS / "training.md",
     "serve": DOCS / "serving.md",
 }
 
@@ -93,6 +94,7 @@ def renderers() -> dict[str, Callable[[], str]]:
     """Every published table, by name, rendered by its benchmark's own function from its results file."""
     sys.path.insert(0, str(Path(__file__).parent))
     import accuracy
+    import distributed
     import fresh_clone
     import gmner
     import paper_tables
@@ -113,6 +115,8 @@ def renderers() -> dict[str, Callable[[], str]]:
     if (RESULTS / "speed_long.json").is_file():
         tables["speed_long"] = lambda: speed.render_long(_load("speed_long.json"))
     tables["demo"] = lambda: fresh_clone.table(_load("demo.json"))
+    if (RESULTS / "distributed.json").is_file():
+        tables["distributed"] = lambda: distributed.table(_load("distributed.json"))
     tables["serve"] = lambda: serve.table(_load("serve.json"))
     if (RESULTS / "gmner.json").is_file():
         tables["gmner"] = lambda: gmner.table(_load("gmner.json"))

@@ -9,6 +9,7 @@ from typing import Optional
 from tango.common.exceptions import ConfigurationError
 
 from fmit_plugin.commands.subcommand import Subcommand
+from fmit_plugin.common import distributed
 from fmit_plugin.common.plugins import import_plugins
 
 logger = logging.getLogger(__name__)
@@ -62,8 +63,16 @@ def main(prog: Optional[str] = None, argv: Optional[list[str]] = None) -> None:
         # FMIT_DEBUG=1 shows the traceback.
         if os.environ.get("FMIT_DEBUG") == "1":
             raise
-        print(f"error: {type(error).__name__}: {one_line(str(error))}", file=sys.stderr)
+        # Under torchrun every worker prints its own: the line says whose it is.
+        worker = f"{distributed.describe_worker()}: " if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""
+        print(f"error: {worker}{type(error).__name__}: {one_line(str(error))}", file=sys.stderr)
         sys.exit(2)
+    except distributed.WorkerLost as error:
+        # Not this worker's fault: one line naming it, torchrun's report names the one that failed.
+        if os.environ.get("FMIT_DEBUG") == "1":
+            raise
+        print(f"error: {one_line(str(error))}", file=sys.stderr)
+        sys.exit(1)
 
 
 def one_line(message: str) -> str:

@@ -10,6 +10,7 @@ from tango.common.exceptions import ConfigurationError
 
 from fmit_plugin.commands.predict import to_json_line
 from fmit_plugin.commands.subcommand import Subcommand
+from fmit_plugin.common import distributed
 from fmit_plugin.common.file_utils import atomic_write, dump_metrics
 from fmit_plugin.data.data_loader import DataLoader
 from fmit_plugin.data.dataset_fingerprint import fingerprint_dataset
@@ -64,6 +65,23 @@ def evaluate_archive(
     for flag, target in (("--output-file", output_file), ("--predictions-output-file", predictions_output_file)):
         if target and Path(target).exists() and os.path.samefile(input_file, target):
             raise ConfigurationError(f"{flag} {target} is the input file: it would be overwritten")
+    joined = distributed.init_from_environment()
+    try:
+        return _evaluate_archive(archive_file, input_file, output_file, predictions_output_file,
+                                 distributed.local_cuda_device(cuda_device), batch_size, overrides, feature_store)
+    finally:
+        if joined:
+            distributed.destroy()
+
+
+def _evaluate_archive(
+    archive_file: Union[str, Path], input_file: Union[str, Path], output_file: Optional[Union[str, Path]],
+    predictions_output_file: Optional[Union[str, Path]], cuda_device: int, batch_size: Optional[int],
+    overrides: str, feature_store: Optional[Union[str, Path]],
+) -> dict[str, Any]:
+    """Under `torchrun` every worker scores its share of the batches (the loader deals them out), the
+    counts are summed over workers, and the primary worker prints and writes what one process would."""
+    primary = distributed.is_primary()
     archive = load_archive(archive_file, cuda_device=cuda_device, overrides=overrides, feature_store=feature_store)
     config = archive.config
     loader_params = config.get("validation_data_loader", None) or config.get("data_loader")
@@ -77,9 +95,10 @@ def evaluate_archive(
     # Before any computation: a gold label the model does not know is an error naming its line.
     archive.model.vocab.check_labels(instances)
     fingerprint = fingerprint_dataset(input_file, instances)
-    print(f"data: {fingerprint.describe()}")
+    if primary:
+        print(f"data: {fingerprint.describe()}")
     seen_as = _splits_with_this_file(archive_file, fingerprint.sha256)
-    if seen_as:
+    if seen_as and primary:
         print(f"data: the model's own {' and '.join(seen_as)} file (its training record has this SHA-256)")
     loader = DataLoader.from_params(loader_params, instances=instances)
     loader.index_with(archive.model.vocab)
@@ -90,8 +109,13 @@ def evaluate_archive(
         instance.metadata[_INDEX] = index
     device = archive.model.device()
     scores = evaluate(archive.model, loader, device, "evaluating", len(loader), predictions)
-    print(format_metrics(scores))
+    if predictions is not None:
+        gathered = distributed.gather_to_primary(predictions, "collecting predictions")
+        predictions = [prediction for part in gathered or [] for prediction in part]
     metrics: dict[str, Any] = {**scores, "input_fingerprint": {**fingerprint.to_json(), "seen_by_model_as": seen_as}}
+    if not primary:
+        return metrics
+    print(format_metrics(scores))
     if output_file:
         dump_metrics(output_file, metrics)
     if predictions_output_file and predictions is not None:

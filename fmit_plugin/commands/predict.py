@@ -7,8 +7,12 @@ items (parsed JSON, an instance from the dataset reader, or the exception that m
 an `"error"` field), and `PredictionWriter` writes and flushes each window's results as they come.
 Inside a window the tweets are batched by length, so batches carry little padding; nothing holds
 more than one window, so memory stays flat over any number of lines.
+
+Under `torchrun` the windows are dealt out to the workers (`_predict_distributed`): a window is the
+unit, so every batch is the one a single process makes and the output is byte-identical to it.
 """
 import argparse
+import contextlib
 import json
 import logging
 import math
@@ -16,6 +20,8 @@ import os
 import re
 import stat
 import sys
+import tempfile
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,9 +30,12 @@ from typing import IO, Any, Optional, Union
 from tango.common.exceptions import ConfigurationError
 
 from fmit_plugin.commands.subcommand import Subcommand
+from fmit_plugin.common import distributed
+from fmit_plugin.common.file_utils import TEMP_SUFFIX, rename_into_place, sigterm_raises
 from fmit_plugin.data.data_loader import BucketBatchSampler
 from fmit_plugin.data.dataset_reader import DatasetReader
 from fmit_plugin.data.instance import TaggingInstance
+from fmit_plugin.data.twitter_mner import TwitterMnerReader
 from fmit_plugin.predictors.predictor import Predictor
 from fmit_plugin.vision.image_loading import ImageLoadReport
 from fmit_plugin.visualization.prediction_picture import save_prediction_picture
@@ -73,7 +82,8 @@ def predict_from_args(args: argparse.Namespace) -> None:
         feature_store=args.feature_store,
     )
     if errors and not args.skip_errors:
-        print(f"{errors} input lines could not be tagged (see their \"error\" fields)", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":  # every worker exits 1 (the group is gone); rank 0 says why
+            print(f"{errors} input lines could not be tagged (see their \"error\" fields)", file=sys.stderr)
         sys.exit(1)
 
 
@@ -140,6 +150,30 @@ def predict_file(
     if output_file and not stream and Path(output_file).exists() and os.path.samefile(input_file, output_file):
         # Opening the output would empty the input before a line of it is read.
         raise ConfigurationError(f"--output-file {output_file} is the input file: it would be overwritten")
+    joined = distributed.init_from_environment()
+    try:
+        if distributed.is_distributed() and stream:
+            raise ConfigurationError(
+                f"A distributed predict reads its input file in every worker: {input_file} is stdin or a "
+                "pipe; give a regular file"
+            )
+        # torchrun stops the other workers with SIGTERM when one fails: unwind, removing the temporary output.
+        with sigterm_raises() if distributed.is_distributed() else contextlib.nullcontext():
+            return _predict_file(
+                archive_file, input_file, output_file, predictor_name, batch_size,
+                distributed.local_cuda_device(cuda_device), silent, use_dataset_reader, overrides, render_dir,
+                sort_window, feature_store,
+            )
+    finally:
+        if joined:
+            distributed.destroy()
+
+
+def _predict_file(
+    archive_file: Union[str, Path], input_file: str, output_file: Optional[str], predictor_name: Optional[str],
+    batch_size: int, cuda_device: int, silent: bool, use_dataset_reader: bool, overrides: str,
+    render_dir: Optional[str], sort_window: int, feature_store: Optional[str],
+) -> int:
     predictor = Predictor.from_path(archive_file, predictor_name, cuda_device, overrides, feature_store)
     if render_dir is not None:
         try:
@@ -149,28 +183,88 @@ def predict_file(
     errors = 0
     unrendered = 0
     images = ImageCounts()
-    with PredictionWriter(output_file, echo=not silent) as writer:
-        items = _input_items(input_file, predictor.dataset_reader if use_dataset_reader else None)
-        for window in _chunks(items, sort_window):
-            results = _predict_batch(predictor, window, batch_size, images)
-            errors += sum(1 for result in results if "error" in result)
-            first_line = writer.lines_written + 1
-            # The lines first: a picture that cannot be drawn must not cost its prediction.
-            if not writer.write(results):
-                logger.warning("stdout was closed and there is no --output-file: stopping")
-                break
-            if render_dir is not None:
-                unrendered += _render(results, first_line, Path(render_dir))
-    if predictor.ungrounded_inputs:
+    reader = predictor.dataset_reader if use_dataset_reader else None
+    distributed.barrier()  # every worker's model is loaded: the clock below times the tagging alone
+    started = time.perf_counter()
+    if not distributed.is_distributed():
+        with PredictionWriter(output_file, echo=not silent) as writer:
+            for window in _chunks(_input_items(input_file, reader), sort_window):
+                results = _predict_batch(predictor, window, batch_size, images)
+                errors += sum(1 for result in results if "error" in result)
+                first_line = writer.lines_written + 1
+                # The lines first: a picture that cannot be drawn must not cost its prediction.
+                if not writer.write(results):
+                    logger.warning("stdout was closed and there is no --output-file: stopping")
+                    break
+                if render_dir is not None:
+                    unrendered += _render(results, first_line, Path(render_dir))
+        ungrounded = predictor.ungrounded_inputs
+        lines = writer.lines_written
+    else:
+        errors, unrendered, ungrounded, lines = _predict_distributed(
+            predictor, reader, input_file, output_file, silent, batch_size, sort_window, render_dir, images
+        )
+        if not distributed.is_primary():
+            return errors
+    seconds = time.perf_counter() - started
+    workers = f" by {distributed.world_size()} workers" if distributed.is_distributed() else ""
+    logger.info("Tagged %d lines in %.2f s%s (%.1f lines/s, model loading not counted)",
+                lines, seconds, workers, lines / max(seconds, 1e-9))
+    if ungrounded:
         logger.warning(
             "%d inputs had an image but no regions (none given, none in the sidecar, none found by the detector): "
             "the model saw their whole image only (see their \"warnings\"; docs/serving.md says how to give regions)",
-            predictor.ungrounded_inputs,
+            ungrounded,
         )
     if unrendered:
         logger.warning("%d pictures could not be drawn in %s (the predictions are written)", unrendered, render_dir)
     images.log()
     return errors
+
+
+def _predict_distributed(
+    predictor: Predictor, reader: Optional[DatasetReader], input_file: str, output_file: Optional[str],
+    silent: bool, batch_size: int, sort_window: int, render_dir: Optional[str], images: "ImageCounts",
+) -> tuple[int, int, int, int]:
+    """Under `torchrun`: every worker reads the input; window k (of `sort_window` lines) is predicted
+    by worker k mod world_size exactly as one process predicts it (the same batches, so the same
+    numbers), and the primary worker writes each round of windows in input order. Returns the
+    errors, pictures not drawn, ungrounded inputs and output lines summed over workers (on every
+    worker); the primary worker's `images` holds every worker's counts."""
+    rank = distributed.rank()
+    # Visual objects only for this worker's windows: the reader would extract them for every line.
+    deferred = reader if isinstance(reader, TwitterMnerReader) and reader.visual_objects is not None else None
+    errors = unrendered = lines = 0
+    writer = PredictionWriter(output_file, echo=not silent, atomic=True) if distributed.is_primary() else None
+    with writer if writer is not None else contextlib.nullcontext():
+        with deferred.visual_objects_deferred() if deferred is not None else contextlib.nullcontext():
+            windows = _chunks(_input_items(input_file, reader), sort_window)
+            for number, round_ in enumerate(distributed.rounds(windows)):
+                mine = round_[rank] if rank < len(round_) else []
+                instances = [item.payload for item in mine if isinstance(item.payload, TaggingInstance)]
+                if deferred is not None and instances:
+                    deferred.attach_visual_objects(instances)
+                results = _predict_batch(predictor, mine, batch_size, images) if mine else []
+                errors += sum(1 for result in results if "error" in result)
+                lines += len(results)
+                if render_dir is not None:
+                    first_line = (number * distributed.world_size() + rank) * sort_window + 1
+                    unrendered += _render(results, first_line, Path(render_dir))
+                gathered = distributed.gather_to_primary(results, "collecting predictions")
+                going_on = True
+                if writer is not None and gathered is not None:
+                    for part in gathered:
+                        if part and not writer.write(part):
+                            logger.warning("stdout was closed and there is no --output-file: stopping")
+                            going_on = False
+                            break
+                if not distributed.broadcast_from_primary(going_on):
+                    break
+    counts = distributed.gather_to_primary(images, "summing image counts")
+    for worker_counts in (counts or [])[1:]:  # the primary worker's own are in `images` already
+        images.update(worker_counts)
+    totals = distributed.sum_across_workers(errors, unrendered, predictor.ungrounded_inputs, lines)
+    return int(totals[0]), int(totals[1]), int(totals[2]), int(totals[3])
 
 
 @dataclass
@@ -197,6 +291,11 @@ class ImageCounts:
             self.ignored += 1
         else:
             self.report.count(instance.visual.image_status, instance.visual.image_message)
+
+    def update(self, other: "ImageCounts") -> None:
+        """Adds another worker's counts."""
+        self.report.update(other.report)
+        self.ignored += other.ignored
 
     def line(self) -> Optional[str]:
         """E.g. "images: 3 read, 4 empty (missing 2, corrupt 1, not_a_file 1)"; `None` if none was asked for."""
@@ -423,30 +522,49 @@ class PredictionWriter:
         Opened (and truncated) on entry; a folder or unwritable path is a `ConfigurationError`.
     echo : `bool`, optional (default = `True`)
         Also print each line to stdout (`predict --silent` turns it off); stops quietly on a closed pipe.
+    atomic : `bool`, optional (default = `False`)
+        Write into a temporary file beside `output_file`, renamed to it once complete and removed on
+        failure: a distributed run that loses a worker leaves no partial output (one process keeps
+        the lines written so far instead, flushed window by window).
     """
 
-    def __init__(self, output_file: Optional[str] = None, echo: bool = True) -> None:
+    def __init__(self, output_file: Optional[str] = None, echo: bool = True, atomic: bool = False) -> None:
         self.output_file = output_file
         self.echo = echo
+        self.atomic = atomic
         self._output: Optional[IO[str]] = None
+        self._temp: Optional[str] = None
         self.lines_written = 0
 
     def __enter__(self) -> "PredictionWriter":
         if self.output_file:
             try:
-                self._output = open(self.output_file, "w", encoding="utf-8", newline="\n")
+                target = self.output_file
+                if self.atomic:
+                    folder, name = os.path.split(os.path.abspath(self.output_file))
+                    handle, self._temp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=TEMP_SUFFIX)
+                    os.close(handle)
+                    target = self._temp
+                self._output = open(target, "w", encoding="utf-8", newline="\n")
             except OSError as error:
                 raise ConfigurationError(f"Cannot write --output-file {self.output_file}: {error.strerror}") from error
         return self
 
     def __exit__(self, exc_type: Any, *exc_info: Any) -> None:
-        if self._output is not None:
-            output, self._output = self._output, None
-            try:
-                output.close()
-            except OSError as error:
-                if exc_type is None:  # else the first failure is the one to report
-                    raise self._write_error(error) from error
+        temp, self._temp = self._temp, None
+        try:
+            if self._output is not None:
+                output, self._output = self._output, None
+                try:
+                    output.close()
+                except OSError as error:
+                    if exc_type is None:  # else the first failure is the one to report
+                        raise self._write_error(error) from error
+            if temp is not None and exc_type is None:
+                rename_into_place(temp, str(self.output_file))
+        finally:
+            if temp is not None and os.path.exists(temp):
+                os.unlink(temp)
 
     def _write_error(self, error: OSError) -> OSError:
         return OSError(f"Cannot write --output-file {self.output_file}: {error.strerror or error}")

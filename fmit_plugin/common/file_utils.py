@@ -1,8 +1,12 @@
 """Files written so that a crash or a kill never leaves a half-written one under its final name."""
+import contextlib
 import json
 import os
+import signal
 import stat
 import tempfile
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Union
 
@@ -23,15 +27,42 @@ def atomic_write(path: Union[str, os.PathLike], writer: Any) -> None:
     os.close(handle)
     try:
         writer(temp)
-        # mkstemp makes the file private (0600); give it the mode a plain open() would, or keep the
-        # mode of the file it replaces.
-        os.chmod(temp, stat.S_IMODE(path.stat().st_mode) if path.exists() else 0o666 & ~_UMASK)
-        _fsync(temp)
-        os.replace(temp, path)
-        _fsync_directory(path.parent)
+        rename_into_place(temp, path)
     finally:
         if os.path.exists(temp):
             os.unlink(temp)
+
+
+@contextlib.contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """Inside, SIGTERM unwinds as `SystemExit(143)` (running `finally` blocks, which remove temporary
+    files) instead of ending the process at once: for an archive being unpacked, or a torchrun worker
+    that torchrun stops because another one failed. Only the main thread may set handlers; elsewhere
+    nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def rename_into_place(temp: Union[str, os.PathLike], path: Union[str, os.PathLike]) -> None:
+    """The last step of an atomic write: the complete `temp` file (made by `mkstemp` beside `path`)
+    flushed to disk and renamed over `path`."""
+    path = Path(path)
+    # mkstemp makes the file private (0600); give it the mode a plain open() would, or keep the
+    # mode of the file it replaces.
+    os.chmod(temp, stat.S_IMODE(path.stat().st_mode) if path.exists() else 0o666 & ~_UMASK)
+    _fsync(str(temp))
+    os.replace(temp, path)
+    _fsync_directory(path.parent)
 
 
 def _fsync(path: str) -> None:

@@ -1,4 +1,5 @@
 """Reader for the Twitter-2015 / Twitter-2017 multi-modal NER files (IMGID blocks of token<TAB>label)."""
+import contextlib
 import logging
 import os
 import re
@@ -189,6 +190,7 @@ class TwitterMnerReader(DatasetReader):
     ) -> None:
         super().__init__(max_instances=max_instances)
         self.visual_objects = visual_objects
+        self._visual_objects_deferred = False
         self.last_visual_summary: Optional[ExtractionSummary] = None
         self.image_dir = Path(image_dir) if image_dir else None
         if self.image_dir is not None and not self.image_dir.is_dir():
@@ -202,8 +204,8 @@ class TwitterMnerReader(DatasetReader):
         self.last_statistics = ReadStatistics()
         instances = super().read(file_path)
         self._report(file_path, self.last_statistics)
-        if self.visual_objects is not None:
-            self.last_visual_summary = self._attach_visual_objects(
+        if self.visual_objects is not None and not self._visual_objects_deferred:
+            self.last_visual_summary = self.attach_visual_objects(
                 instances, f"visual objects {Path(file_path).name}", show_progress=True
             )
             logger.info("%s: %s", file_path, self.last_visual_summary.line())
@@ -219,7 +221,7 @@ class TwitterMnerReader(DatasetReader):
         self.last_statistics = ReadStatistics()
         chunk: list[TaggingInstance] = []
         for instance in instances:
-            if self.visual_objects is None:
+            if self.visual_objects is None or self._visual_objects_deferred:
                 yield instance
                 continue
             chunk.append(instance)
@@ -231,13 +233,23 @@ class TwitterMnerReader(DatasetReader):
 
     def _with_visual_objects(self, chunk: list[TaggingInstance]) -> list[TaggingInstance]:
         if chunk:
-            self._attach_visual_objects(chunk)
+            self.attach_visual_objects(chunk)
         return chunk
 
-    def _attach_visual_objects(
+    @contextlib.contextmanager
+    def visual_objects_deferred(self) -> Iterator[None]:
+        """Inside, `read` and `stream` leave instances without visual objects, for
+        `attach_visual_objects` to give them later: a distributed worker extracts its own share only."""
+        self._visual_objects_deferred = True
+        try:
+            yield
+        finally:
+            self._visual_objects_deferred = False
+
+    def attach_visual_objects(
         self, instances: list[TaggingInstance], description: str = "visual objects", show_progress: bool = False
     ) -> ExtractionSummary:
-        """Gives every instance its visual objects (`visual_objects` must be set)."""
+        """Gives every instance its visual objects (`visual_objects` must be set); returns what it took."""
         assert self.visual_objects is not None
         objects, summary = self.visual_objects.extract(instances, description, show_progress=show_progress)
         for instance, visual in zip(instances, objects, strict=True):
@@ -412,7 +424,7 @@ class TwitterMnerReader(DatasetReader):
         elif has_image and not words:
             instance.warnings.append("image not used: the tweet has no words to tag")
         elif self.visual_objects is not None and words:
-            self._attach_visual_objects([instance])
+            self.attach_visual_objects([instance])
         if regions and self.visual_objects is None:
             instance.warnings.append('"regions" ignored: this model uses no visual objects')
         return instance

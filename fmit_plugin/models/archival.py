@@ -7,29 +7,25 @@ wrote one, which `allennlp model-card` prints.
 Pretrained text / image models are reloaded from the name or path in the config; their fine-tuned
 weights come from `weights.th`.
 """
-import contextlib
 import hashlib
 import io
 import json
 import logging
 import os
 import shutil
-import signal
 import tarfile
 import tempfile
-import threading
 import zlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Optional, Union
 
 import torch
 from tango.common import Params
 from tango.common.exceptions import ConfigurationError
 
 from fmit_plugin.common.device import resolve_device
-from fmit_plugin.common.file_utils import atomic_write
+from fmit_plugin.common.file_utils import atomic_write, sigterm_raises
 from fmit_plugin.data.dataset_reader import DatasetReader
 from fmit_plugin.data.vocabulary import Vocabulary
 from fmit_plugin.models.model import Model
@@ -193,24 +189,6 @@ def _remove_stale_temp_dirs() -> None:
             pass
 
 
-@contextlib.contextmanager
-def _sigterm_raises() -> Iterator[None]:
-    """While the archive is unpacked, SIGTERM unwinds (removing the temporary folder) instead of
-    ending the process at once. Only the main thread may set handlers; elsewhere nothing changes."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def terminate(signum: int, frame: Any) -> None:
-        raise SystemExit(128 + signum)
-
-    previous = signal.signal(signal.SIGTERM, terminate)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def _named_after_archive(error: Exception, archive_file: Path, temp: str) -> ConfigurationError:
     """A config error from the unpacked copy, naming the archive instead of the temporary folder."""
     message = str(error).replace(str(Path(temp) / CONFIG_NAME), f"{archive_file}!{CONFIG_NAME}").replace(
@@ -248,7 +226,7 @@ def load_archive(
     if not archive_file.exists():
         raise ConfigurationError(f"Archive not found: {archive_file}")
     _remove_stale_temp_dirs()
-    with _sigterm_raises():
+    with sigterm_raises():
         return _load_archive(archive_file, cuda_device, overrides, feature_store)
 
 

@@ -124,6 +124,26 @@ class FeatureStore:
         with self._connection() as connection:  # commits, or rolls back on error
             connection.executemany("INSERT OR REPLACE INTO objects VALUES (?, ?, ?, ?)", rows)
 
+    def merge_from(self, other: Union[str, Path]) -> int:
+        """Adds the entries of the store file `other` (read-only) that this one lacks; returns how
+        many. Keys name everything an entry depends on, so an entry both hold is the same entry."""
+        if self.read_only:
+            raise ValueError(f"Cannot merge into the read-only feature store {self.path}")
+        source = FeatureStore(other, read_only=True)
+        if not Path(other).is_file() or not source._has_file():
+            raise FileNotFoundError(f"{other} is not a feature store (no SQLite file with an objects table)")
+        added = 0
+        try:
+            rows = source._connection().execute("SELECT key, regions, dim, features FROM objects")
+            while chunk := rows.fetchmany(256):
+                with self._connection() as connection:  # one transaction per chunk: a crash keeps whole entries
+                    before = connection.total_changes
+                    connection.executemany("INSERT OR IGNORE INTO objects VALUES (?, ?, ?, ?)", chunk)
+                    added += connection.total_changes - before
+        finally:
+            source.close()
+        return added
+
     def __len__(self) -> int:
         if not self._has_file():
             return len(self._memory)

@@ -63,6 +63,15 @@ class ExtractionSummary:
     # Read images for which a grounding extractor found no region: the model saw the whole image only.
     ungrounded: int = 0
 
+    def update(self, other: "ExtractionSummary") -> None:
+        """Adds another worker's pass, which ran at the same time as this one."""
+        self.tweets += other.tweets
+        self.cache_hits += other.cache_hits
+        self.regions += other.regions
+        self.seconds = max(self.seconds, other.seconds)
+        self.images.update(other.images)
+        self.ungrounded += other.ungrounded
+
     def line(self) -> str:
         ungrounded = f", {self.ungrounded} images without regions" if self.ungrounded else ""
         return (
