@@ -122,6 +122,8 @@ class SpanF1Measure:
         if key not in self._tables:
             self._tables[key] = label_tensors(labels, predicted.device)
         prefixes, kinds, types = self._tables[key]
+        if not types:  # labels without an entity type (only "O"): no span to count
+            return
         if types != self._pending_types:
             self._read_pending()
             self._pending_types = types

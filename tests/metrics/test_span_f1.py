@@ -341,6 +341,14 @@ def test_add_ids_accumulates_with_string_calls_other_label_orders_and_resets():
     assert metric.get_metric()["f1-measure-overall"] == 0.0 and "precision-PER" not in metric.get_metric()
 
 
+def test_add_ids_with_only_the_o_label_counts_nothing():
+    # Training on tweets without any entity gives a vocabulary of "O" alone.
+    metric = SpanF1Measure()
+    ids = torch.zeros(2, 5, dtype=torch.long)
+    metric.add_ids(ids, ids, torch.ones(2, 5, dtype=torch.bool), {0: "O"})
+    assert metric.get_metric() == metric_over([["O"] * 5] * 2, [["O"] * 5] * 2)
+
+
 def test_add_ids_rejects_mismatched_shapes():
     with pytest.raises(ValueError, match="same shape"):
         SpanF1Measure().add_ids(torch.zeros(2, 3, dtype=torch.long), torch.zeros(2, 4, dtype=torch.long),
