@@ -153,6 +153,18 @@ def heuristic_scores(archive_file: Path, test_file: Path) -> dict[str, dict[str,
     return {name: metric.get_metric() for name, metric in metrics.items()}
 
 
+def validation_curve(run: Path) -> list[dict[str, float]]:
+    """Each epoch's validation span F1 and, with the head, GMNER F1 and grounding accuracy (from the trainer's
+    metrics_epoch_<n>.json): the rows side by side show whether the head slows the tagger down."""
+    curve = []
+    for path in sorted(run.glob("metrics_epoch_*.json"), key=lambda p: int(p.stem.rsplit("_", 1)[1])):
+        metrics = json.loads(path.read_text())
+        curve.append({key[len("validation_"):]: round(value, 4) for key, value in metrics.items()
+                      if key in ("validation_f1-measure-overall", "validation_gmner-f1",
+                                 "validation_grounding-accuracy")})
+    return curve
+
+
 def run_row(name: str, extra: dict[str, str], data: Path, work: Path, args: argparse.Namespace) -> dict[str, Any]:
     os.environ.update(environment(data, work, args, extra))
     run = work / "runs" / name.replace(" ", "_").replace("/", "-")
@@ -161,7 +173,8 @@ def run_row(name: str, extra: dict[str, str], data: Path, work: Path, args: argp
     wall = time.time() - started
     archive = run / "model.tar.gz"
     files = {"test": data / "test.txt", **{subset: work / f"test_{subset}.txt" for subset in SUBSETS}}
-    row: dict[str, Any] = {"row": name, "environment": extra, "train_wall_seconds": round(wall, 1)}
+    row: dict[str, Any] = {"row": name, "environment": extra, "train_wall_seconds": round(wall, 1),
+                           "validation_by_epoch": validation_curve(run)}
     for subset, path in files.items():
         row[subset] = evaluate_archive(archive, path)
         if extra.get("GROUNDING_WEIGHT") == "0":
