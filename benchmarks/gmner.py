@@ -1,10 +1,10 @@
 """
 Grounded MNER (issue 18): each predicted entity also says which region of the image shows it.
 
-On generated tweets (`fmit_plugin.synthetic`, `grounded_entities=True`) whose only visual objects are the
-class-agnostic candidates of `proposals.jsonl` (every drawn shape, jittered, shuffled; no phrase-tied regions),
-with the same text encoder (offline MiniLM) and backbone (offline EfficientNet-Lite0) for every row
-(`training_configs/fmit_gmner.jsonnet`):
+On generated tweets (`fmit_plugin.synthetic`, `grounded_entities=True`: each entity's shape carries its name's
+identity mark) whose only visual objects are the class-agnostic candidates of `proposals.jsonl` (every drawn
+shape, jittered, shuffled; no phrase-tied regions), with the same text encoder (offline MiniLM) and backbone
+(offline EfficientNet-Lite0) for every row (`training_configs/fmit_gmner.jsonnet`):
 
 - FMIT with the grounding head;
 - FMIT w/o Rel (a plain Transformer over the same lattice) with the grounding head;
@@ -13,8 +13,9 @@ with the same text encoder (offline MiniLM) and backbone (offline EfficientNet-L
   of their mean output with each candidate's) and the largest candidate box; the stronger one is the baseline.
 
 Scores: GMNER P / R / F1 (`gmner_f1`), entity-only F1, grounding accuracy; on all test tweets, on those with an
-image, and on those with two or more entities. With `--gmner-train N` also the floor on the Twitter-GMNER text
-(../shared) with the uniform empty image: the head can only say "none", so only not-groundable entities count.
+image, and on those with two or more entities; and the generator's oracle bound on the test tweets. With
+`--gmner-train N` also the floor on the Twitter-GMNER text (../shared) with the uniform empty image: the head
+can only say "none", so only not-groundable entities count.
 
     OMP_NUM_THREADS=1 python benchmarks/gmner.py --train 800 --valid 150 --test 300 --epochs 4
 
@@ -76,6 +77,18 @@ def write_subsets(data: Path, work: Path) -> dict[str, int]:
     for name, chosen in kept.items():
         (work / f"test_{name}.txt").write_text("\n\n".join(chosen) + "\n", encoding="utf-8")
     return {name: len(chosen) for name, chosen in kept.items()}
+
+
+def oracle(test_summary: dict[str, Any]) -> dict[str, float]:
+    """The generator's oracle (`generator.oracle_right`) as GMNER F1 on the test tweets: it finds every entity,
+    so its precision and recall are both its share of entities right."""
+    entities = sum(test_summary["entities"].values())
+    shown = test_summary["entities_with_image"]
+    return {
+        "gmner-f1": test_summary["oracle_right"] / entities,
+        "gmner-f1-with-image": test_summary["oracle_right_with_image"] / shown,
+        "gmner-f1-with-image-without-marks": test_summary["oracle_right_with_image_without_marks"] / shown,
+    }
 
 
 def environment(data: Path, work: Path, args: argparse.Namespace, extra: dict[str, str]) -> dict[str, str]:
@@ -140,6 +153,18 @@ def heuristic_scores(archive_file: Path, test_file: Path) -> dict[str, dict[str,
     return {name: metric.get_metric() for name, metric in metrics.items()}
 
 
+def validation_curve(run: Path) -> list[dict[str, float]]:
+    """Each epoch's validation span F1 and, with the head, GMNER F1 and grounding accuracy (from the trainer's
+    metrics_epoch_<n>.json): the rows side by side show whether the head slows the tagger down."""
+    curve = []
+    for path in sorted(run.glob("metrics_epoch_*.json"), key=lambda p: int(p.stem.rsplit("_", 1)[1])):
+        metrics = json.loads(path.read_text())
+        curve.append({key[len("validation_"):]: round(value, 4) for key, value in metrics.items()
+                      if key in ("validation_f1-measure-overall", "validation_gmner-f1",
+                                 "validation_grounding-accuracy")})
+    return curve
+
+
 def run_row(name: str, extra: dict[str, str], data: Path, work: Path, args: argparse.Namespace) -> dict[str, Any]:
     os.environ.update(environment(data, work, args, extra))
     run = work / "runs" / name.replace(" ", "_").replace("/", "-")
@@ -148,7 +173,8 @@ def run_row(name: str, extra: dict[str, str], data: Path, work: Path, args: argp
     wall = time.time() - started
     archive = run / "model.tar.gz"
     files = {"test": data / "test.txt", **{subset: work / f"test_{subset}.txt" for subset in SUBSETS}}
-    row: dict[str, Any] = {"row": name, "environment": extra, "train_wall_seconds": round(wall, 1)}
+    row: dict[str, Any] = {"row": name, "environment": extra, "train_wall_seconds": round(wall, 1),
+                           "validation_by_epoch": validation_curve(run)}
     for subset, path in files.items():
         row[subset] = evaluate_archive(archive, path)
         if extra.get("GROUNDING_WEIGHT") == "0":
@@ -220,8 +246,17 @@ def table(result: dict[str, Any]) -> str:
         f"{result['boundary_weight']:g}, offline MiniLM + EfficientNet-Lite0, on "
         f"{result['machine']['cpu_count']} CPU cores shared with other jobs, {result['machine']['torch_threads']} "
         f"torch thread(s) (`{result['command']}`). Entity-only F1 is span F1; grounding accuracy is over the "
-        "entities found with the right span and type.\n\n"
+        "entities found with the right span and type."
     )
+    bound = result["dataset"].get("oracle")
+    if bound:
+        caption += (
+            f" An oracle reading text, image and identity marks perfectly (`generator.oracle_right`) gets GMNER F1 "
+            f"{100 * bound['gmner-f1']:.1f} on these test tweets, {100 * bound['gmner-f1-with-image']:.1f} on those "
+            f"with an image; without the marks it could get only {100 * bound['gmner-f1-with-image-without-marks']:.1f}"
+            " there."
+        )
+    caption += "\n\n"
     return caption + markdown_table(header, rows)
 
 
@@ -256,9 +291,11 @@ def main(argv: Optional[list[str]] = None) -> None:
     settings = {"tweets": sizes, "data_seed": args.data_seed}
     data = work / "data"
     stamp = work / "settings.json"
-    if not stamp.is_file() or json.loads(stamp.read_text()) != settings:
+    oracle_file = work / "oracle.json"
+    if not stamp.is_file() or json.loads(stamp.read_text()) != settings or not oracle_file.is_file():
         shutil.rmtree(work, ignore_errors=True)
-        generate_dataset(data, num_tweets=sizes, seed=args.data_seed, grounded_entities=True)
+        test = generate_dataset(data, num_tweets=sizes, seed=args.data_seed, grounded_entities=True)["splits"]["test"]
+        oracle_file.write_text(json.dumps(oracle(test)))
         stamp.write_text(json.dumps(settings))
     output = Path(args.output)
     previous = json.loads(output.read_text()) if output.is_file() else {}
@@ -271,7 +308,7 @@ def main(argv: Optional[list[str]] = None) -> None:
         "seed": args.seed, "epochs": args.epochs, "layers": args.layers,
         "boundary_weight": args.boundary_weight,
         "dataset": {"settings": settings, "data_seed": args.data_seed, "tweets": sizes,
-                    "subset_tweets": write_subsets(data, work)},
+                    "subset_tweets": write_subsets(data, work), "oracle": json.loads(oracle_file.read_text())},
         "rows": [],
     }
     os.environ.update(environment(data, work, args, {}))

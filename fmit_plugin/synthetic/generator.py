@@ -34,6 +34,12 @@ With `grounded_entities=True` (grounded MNER, `python -m fmit_plugin.synthetic -
                                    drawn shape, entity or distractor, each corner jittered by up to
                                    `PROPOSAL_JITTER` of its side, shuffled (blank images: no boxes)
 
+and each entity's shape carries its name's identity mark (`IDENTITY_MARKS`, dark, at the shape's centre): the
+same name always shows the same mark, whatever its type, as a person always shows the same face. Candidates tied
+to no phrase leave nothing else to tell which of two shapes is which entity's in "{A} vs {B}" (the types of A
+and B, hence their shapes, are drawn independently of the names): without the mark an oracle could only guess
+(`oracle_right`). The mark is learnt from the names' co-occurrence with it; it is not the name's text.
+
 Everything follows from `seed`: the same arguments give byte-identical files.
 """
 import json
@@ -88,6 +94,11 @@ DISTRACTOR_LOOKS: tuple[Look, ...] = (
     Look("diamond", (120, 120, 120)),
 )
 COLOUR_JITTER = 18
+# Identity marks (grounded entities only), drawn dark inside an entity's shape: name number i of the invented
+# pool (`InventedWords.names`) shows mark i % len(IDENTITY_MARKS). Two names of one tweet share a mark for about
+# one pair in eight; an oracle cannot tell those apart either (`oracle_right`).
+IDENTITY_MARKS = ("dot", "ring", "bar", "pillar", "slash", "backslash", "x", "two_dots")
+MARK_COLOUR: Colour = (25, 25, 25)
 
 # Entities per tweet: ~15% none, ~45% one, ~40% two or three (of different types).
 ENTITY_COUNT_WEIGHTS = ((0, 0.15), (1, 0.45), (2, 0.28), (3, 0.12))
@@ -211,6 +222,7 @@ class Mention:
     first: int
     last: int
     entity_type: str
+    typed_by_text: bool = False  # from a cue template's typed slot ("{PER}"), not only the image
 
 
 @dataclass
@@ -344,7 +356,7 @@ def make_tweet(rng: random.Random, invented: InventedWords, image_id: str) -> Sy
             first = len(words)
             for position, part in enumerate(name):
                 add(part, ("B-" if position == 0 else "I-") + entity_type)
-            mentions.append(Mention(first, len(words) - 1, entity_type))
+            mentions.append(Mention(first, len(words) - 1, entity_type, typed_by_text=key in ENTITY_TYPES))
             continue
         if slot.startswith("["):
             phrase_start = len(words)
@@ -440,6 +452,37 @@ def draw_shape(draw: ImageDraw.ImageDraw, shape: str, box: BoxInt, colour: Colou
         raise ValueError(f"unknown shape {shape!r}")
 
 
+def draw_identity_mark(draw: ImageDraw.ImageDraw, mark: str, box: BoxInt) -> None:
+    """Draws `mark` (one of `IDENTITY_MARKS`) around the centre of `box`, a third of its side across, so that
+    it lies (but for a diagonal's ends on the cross or the triangle) on the entity's shape."""
+    x0, y0, x1, y1 = box
+    size = x1 - x0
+    cx, cy = (x0 + x1) // 2, (y0 + y1) // 2
+    r = max(2, size // 6)
+    width = max(1, size // 12)
+    if mark == "dot":
+        draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=MARK_COLOUR)
+    elif mark == "ring":
+        draw.ellipse([cx - r, cy - r, cx + r, cy + r], outline=MARK_COLOUR, width=width)
+    elif mark == "bar":
+        draw.line([(cx - r, cy), (cx + r, cy)], fill=MARK_COLOUR, width=width + 1)
+    elif mark == "pillar":
+        draw.line([(cx, cy - r), (cx, cy + r)], fill=MARK_COLOUR, width=width + 1)
+    elif mark == "slash":
+        draw.line([(cx - r, cy + r), (cx + r, cy - r)], fill=MARK_COLOUR, width=width + 1)
+    elif mark == "backslash":
+        draw.line([(cx - r, cy - r), (cx + r, cy + r)], fill=MARK_COLOUR, width=width + 1)
+    elif mark == "x":
+        draw.line([(cx - r, cy + r), (cx + r, cy - r)], fill=MARK_COLOUR, width=width)
+        draw.line([(cx - r, cy - r), (cx + r, cy + r)], fill=MARK_COLOUR, width=width)
+    elif mark == "two_dots":
+        dot = max(1, r // 2)
+        for x in (cx - r + dot, cx + r - dot):
+            draw.ellipse([x - dot, cy - dot, x + dot, cy + dot], fill=MARK_COLOUR)
+    else:
+        raise ValueError(f"unknown identity mark {mark!r}")
+
+
 def _background(rng: random.Random, width: int, height: int) -> Image.Image:
     """A light, low-saturation background with pixel noise, faint grey lines and dots."""
     grey = rng.randint(200, 240)
@@ -459,8 +502,12 @@ def _background(rng: random.Random, width: int, height: int) -> Image.Image:
     return image
 
 
-def draw_tweet_image(rng: random.Random, tweet: SyntheticTweet, image_size: tuple[int, int]) -> Image.Image:
-    """The tweet's image; fills `tweet.regions` with the sidecar regions (entity mentions, then phrases)."""
+def draw_tweet_image(
+    rng: random.Random, tweet: SyntheticTweet, image_size: tuple[int, int], marks: Optional[Mapping[str, str]] = None
+) -> Image.Image:
+    """The tweet's image; fills `tweet.regions` with the sidecar regions (entity mentions, then phrases). With
+    `marks` (an entity name -> its identity mark), each entity's shape also carries its name's mark; the random
+    draws are the same either way."""
     width, height = image_size
     if tweet.image == "blank":
         grey = rng.randint(200, 240)
@@ -477,6 +524,8 @@ def draw_tweet_image(rng: random.Random, tweet: SyntheticTweet, image_size: tupl
         taken.append(box)
         look = VISUAL_VOCABULARY[mention.entity_type]
         draw_shape(draw, look.shape, box, _jitter(rng, look.colour))
+        if marks is not None:
+            draw_identity_mark(draw, marks[" ".join(tweet.words[mention.first : mention.last + 1])], box)
         regions.append(_region(tweet.words, (mention.first, mention.last), box))
         tweet.entity_boxes.append((mention, box))
     phrases = list(tweet.phrases)
@@ -574,14 +623,36 @@ def _split_tweets(
     return tweets, rng
 
 
-def _split_summary(tweets: Sequence[SyntheticTweet]) -> dict[str, Any]:
+def oracle_right(tweet: SyntheticTweet, marks: Optional[Mapping[str, str]]) -> float:
+    """
+    How many of the tweet's entities an oracle gets right (type and box, grounded MNER with candidates tied to
+    no phrase) on average, reading the text, the image and, when drawn (`marks`), the identity marks perfectly.
+
+    An entity typed by its template's words is right (its box is the one shape of its type). With an image, the
+    other entities that no mark tells apart are interchangeable: k of them show k shapes whose order nothing gives,
+    so any assignment gets 1 of the k right on average (the mean number of fixed points of a random
+    permutation). Without an image (missing or blank: nothing to ground) each such entity is one of the types
+    the template leaves free, each equally likely.
+    """
+    free = [mention for mention in tweet.mentions if not mention.typed_by_text]
+    right = float(len(tweet.mentions) - len(free))
+    if not free:
+        return right
+    if tweet.image != "image":
+        return right + len(free) / (len(ENTITY_TYPES) - len(tweet.mentions) + len(free))
+    if marks is None:
+        return right + 1.0
+    return right + len({marks[" ".join(tweet.words[m.first : m.last + 1])] for m in free})
+
+
+def _split_summary(tweets: Sequence[SyntheticTweet], marks: Optional[Mapping[str, str]] = None) -> dict[str, Any]:
     entities = Counter(mention.entity_type for tweet in tweets for mention in tweet.mentions)
     types_by_name: dict[str, set[str]] = {}
     for tweet in tweets:
         for mention in tweet.mentions:
             name = " ".join(tweet.words[mention.first : mention.last + 1])
             types_by_name.setdefault(name, set()).add(mention.entity_type)
-    return {
+    summary: dict[str, Any] = {
         "tweets": len(tweets),
         "entities": {entity_type: entities[entity_type] for entity_type in ENTITY_TYPES},
         "no_entity_tweets": sum(1 for tweet in tweets if not tweet.mentions),
@@ -594,6 +665,15 @@ def _split_summary(tweets: Sequence[SyntheticTweet]) -> dict[str, Any]:
         "blank_images": sum(1 for tweet in tweets if tweet.image == "blank"),
         "grounded_regions": sum(len(tweet.regions) for tweet in tweets),
     }
+    if marks is not None:
+        shown = [tweet for tweet in tweets if tweet.image == "image"]
+        summary.update(
+            oracle_right=round(sum(oracle_right(tweet, marks) for tweet in tweets), 3),
+            entities_with_image=sum(len(tweet.mentions) for tweet in shown),
+            oracle_right_with_image=round(sum(oracle_right(tweet, marks) for tweet in shown), 3),
+            oracle_right_with_image_without_marks=round(sum(oracle_right(tweet, None) for tweet in shown), 3),
+        )
+    return summary
 
 
 def _write_split(path: Path, tweets: Sequence[SyntheticTweet]) -> None:
@@ -640,14 +720,17 @@ def generate_dataset(
         Replace a non-empty `output_dir` (only once the new dataset is complete).
     grounded_entities : `bool`, optional (default = `False`)
         Also write each entity's box (`xml/<image_id>.xml`, Pascal VOC) and the candidates (`proposals.jsonl`),
-        for grounded MNER. Tweets, images and groundings are the same with or without them.
+        for grounded MNER, and draw each entity's identity mark in its shape. Tweets, groundings and every other
+        pixel are the same with or without them.
 
     The dataset is written to a temporary sibling folder which is renamed to `output_dir` once complete, so an
     interrupted run leaves no partial dataset under `output_dir`.
 
     Returns a summary: per split (`splits`) and in all, the tweets, entity mentions per type, tweets with none,
     one and several entities, tweets from cue templates, names seen with several types, missing and blank images
-    and grounded regions; and the files written.
+    and grounded regions; and the files written. With `grounded_entities` each split's summary also has
+    `oracle_right` (`oracle_right` summed), `entities_with_image` and `oracle_right_with_image` (the tweets
+    with a non-blank image) and `oracle_right_with_image_without_marks` (what the oracle would get without them).
     """
     num_tweets = dict(DEFAULT_NUM_TWEETS if num_tweets is None else num_tweets)
     width, height = int(image_size[0]), int(image_size[1])
@@ -660,6 +743,7 @@ def generate_dataset(
 
     # The seed string keeps its old "vocabulary" suffix: changing it would change every generated dataset.
     invented = make_invented_words(random.Random(f"fmit-synthetic/{seed}/vocabulary"))
+    marks = {" ".join(name): IDENTITY_MARKS[index % len(IDENTITY_MARKS)] for index, name in enumerate(invented.names)}
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
     try:
@@ -677,7 +761,7 @@ def generate_dataset(
             for tweet in tweets:
                 if tweet.image == "missing":
                     continue
-                image = draw_tweet_image(rng, tweet, (width, height))
+                image = draw_tweet_image(rng, tweet, (width, height), marks if grounded_entities else None)
                 image.save(staging / IMAGE_FOLDER / f"{tweet.image_id}.png", format="PNG")
                 images_written += 1
                 sidecar.append(json.dumps({"image_id": tweet.image_id, "regions": tweet.regions}, ensure_ascii=False))
@@ -685,7 +769,7 @@ def generate_dataset(
                     _write_grounding(staging, tweet, (width, height), seed, split, proposal_lines)
             _write_split(staging / f"{split}.txt", tweets)
             files.append(f"{split}.txt")
-            splits[split] = _split_summary(tweets)
+            splits[split] = _split_summary(tweets, marks if grounded_entities else None)
         (staging / SIDECAR_NAME).write_bytes(("\n".join(sidecar) + "\n" if sidecar else "").encode("utf-8"))
         files.append(SIDECAR_NAME)
         if grounded_entities:
@@ -725,7 +809,7 @@ def _write_grounding(
     staging: Path, tweet: SyntheticTweet, image_size: tuple[int, int], seed: int, split: str, lines: list[str]
 ) -> None:
     """The tweet's xml (when it has entity boxes) and its proposals line. The jitter has its own random stream
-    per image, so the tweets and images are the same as without `grounded_entities`."""
+    per image, so the tweets and the drawing are the same as without `grounded_entities`."""
     if tweet.entity_boxes:
         (staging / ENTITY_BOXES_FOLDER / f"{tweet.image_id}.xml").write_text(
             voc_annotation(tweet, image_size), encoding="utf-8"

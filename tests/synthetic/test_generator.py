@@ -4,6 +4,7 @@ import random
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 from tango.common.exceptions import ConfigurationError
@@ -470,10 +471,13 @@ def test_grounded_entities_write_voc_boxes_and_jittered_proposals(tmp_path):
     summary = generate_dataset(grounded, num_tweets=SMALL, seed=3, blank_image_rate=0.1, missing_image_rate=0.1,
                                grounded_entities=True)
     assert summary["files"][-2:] == ["proposals.jsonl", "xml/"]
-    # The same tweets, images and groundings as without the option.
+    # The same tweets and groundings as without the option; images only differ by the identity marks.
     extra = {name: digest for name, digest in digests(grounded).items() if name not in digests(plain)}
-    assert {name: digests(grounded)[name] for name in digests(plain)} == digests(plain)
+    assert {name: digests(grounded)[name] for name in digests(plain) if not name.startswith("images/")} == \
+        {name: digest for name, digest in digests(plain).items() if not name.startswith("images/")}
     assert all(name == "proposals.jsonl" or name.startswith("xml/") for name in extra)
+    assert sorted((grounded / "images").iterdir()) != [] and \
+        sorted(p.name for p in (grounded / "images").iterdir()) == sorted(p.name for p in (plain / "images").iterdir())
 
     regions = {json.loads(line)["image_id"]: json.loads(line)["regions"]
                for line in (grounded / "groundings.jsonl").read_text().splitlines()}
@@ -502,3 +506,91 @@ def test_grounded_entities_write_voc_boxes_and_jittered_proposals(tmp_path):
     assert min(best_overlaps) < 1.0  # jittered, not the drawn boxes themselves
     shown = [len(boxes) for image, boxes in candidates.items() if regions[image]]
     assert max(shown) > 1  # several candidates per image: entities and distractors
+
+
+def dark_pixels(image: Image.Image, box: tuple[int, int, int, int]) -> set[tuple[int, int]]:
+    """Pixels of `box` (relative to its corner) darker than any type colour, background or distractor."""
+    x0, y0, x1, y1 = box
+    ys, xs = np.nonzero(np.asarray(image)[y0:y1, x0:x1, :3].max(axis=-1) < 80)
+    return set(zip(xs.tolist(), ys.tolist()))
+
+
+def test_grounded_entities_show_their_names_identity_mark_and_nothing_else_changes(tmp_path):
+    plain, grounded = tmp_path / "plain", tmp_path / "grounded"
+    generate_dataset(plain, num_tweets=SMALL, seed=5)
+    generate_dataset(grounded, num_tweets=SMALL, seed=5, grounded_entities=True)
+    regions = {json.loads(line)["image_id"]: json.loads(line)["regions"]
+               for line in (grounded / "groundings.jsonl").read_text().splitlines()}
+    marks_by_name: dict[tuple[str, int], set[frozenset]] = {}
+    checked = 0
+    for split in SPLITS:
+        for image_id, words, tags in read_blocks(grounded / f"{split}.txt"):
+            if not (grounded / "images" / f"{image_id}.png").is_file():
+                continue
+            before = Image.open(plain / "images" / f"{image_id}.png").convert("RGB")
+            after = Image.open(grounded / "images" / f"{image_id}.png").convert("RGB")
+            boxes = {(r["span"][0], r["span"][1]): tuple(r["box"]) for r in regions[image_id]}
+            entity_boxes = [boxes[first, last] for first, last, _, _ in mentions(words, tags) if (first, last) in boxes]
+            # Every changed pixel lies in an entity's box, and is dark (the mark).
+            before_pixels, after_pixels = np.asarray(before), np.asarray(after)
+            changed = (before_pixels != after_pixels).any(axis=-1)  # (height, width)
+            inside = np.zeros_like(changed)
+            for x0, y0, x1, y1 in entity_boxes:
+                inside[y0:y1, x0:x1] = True
+            assert not (changed & ~inside).any()
+            assert (after_pixels[changed].max(axis=-1) < 80).all()
+            for first, last, _, name in mentions(words, tags):
+                if (first, last) not in boxes:
+                    continue
+                box = boxes[first, last]
+                assert dark_pixels(before, box) == set() and dark_pixels(after, box) != set()
+                # The same name in a box of the same size shows the same mark, whatever its type.
+                marks_by_name.setdefault((name, box[2] - box[0]), set()).add(frozenset(dark_pixels(after, box)))
+                checked += 1
+    assert checked > 20
+    assert all(len(patterns) == 1 for patterns in marks_by_name.values())
+
+
+def test_identity_marks_differ_from_each_other():
+    from PIL import ImageDraw
+
+    for size in (15, 22, 29):
+        patterns = set()
+        for mark in generator.IDENTITY_MARKS:
+            image = Image.new("RGB", (40, 40), (255, 255, 255))
+            generator.draw_identity_mark(ImageDraw.Draw(image), mark, (5, 5, 5 + size, 5 + size))
+            patterns.add(frozenset(dark_pixels(image, (0, 0, 40, 40))))
+        assert len(patterns) == len(generator.IDENTITY_MARKS)
+    with pytest.raises(ValueError, match="unknown identity mark"):
+        generator.draw_identity_mark(ImageDraw.Draw(Image.new("RGB", (9, 9))), "star", (0, 0, 8, 8))
+
+
+def _tweet(mentions_: list[tuple[str, bool]], image: str = "image") -> generator.SyntheticTweet:
+    words = [f"N{index}" for index in range(len(mentions_))]
+    found = [generator.Mention(index, index, kind, typed_by_text=cued) for index, (kind, cued) in enumerate(mentions_)]
+    return generator.SyntheticTweet("x", words, ["B-" + kind for kind, _ in mentions_], found, [], False, image=image)
+
+
+def test_oracle_right_counts_what_the_text_image_and_marks_decide():
+    two = _tweet([("PER", False), ("LOC", False)])
+    # Without marks two image-typed entities are interchangeable: one right on average; distinct marks: both.
+    assert generator.oracle_right(two, None) == 1.0
+    assert generator.oracle_right(two, {"N0": "dot", "N1": "ring"}) == 2.0
+    assert generator.oracle_right(two, {"N0": "dot", "N1": "dot"}) == 1.0
+    three = _tweet([("PER", True), ("LOC", False), ("ORG", False)])
+    assert generator.oracle_right(three, None) == 2.0  # the cued one plus one of the two others
+    # No image: a cued entity is right, an image-typed one is one of the 4 - 1 types the template leaves free.
+    assert generator.oracle_right(_tweet([("PER", True), ("ORG", False)], image="blank"), None) == pytest.approx(
+        1 + 1 / 3)
+    assert generator.oracle_right(_tweet([("ORG", False)], image="missing"), {"N0": "x"}) == 0.25
+    assert generator.oracle_right(_tweet([]), None) == 0.0
+
+
+def test_grounded_summary_has_the_oracle_with_and_without_marks(tmp_path):
+    summary = generate_dataset(tmp_path / "d", num_tweets={"train": 200}, seed=2, grounded_entities=True)
+    train = summary["splits"]["train"]
+    entities = sum(train["entities"].values())
+    assert 0 < train["oracle_right"] <= entities
+    assert train["oracle_right_with_image_without_marks"] < train["oracle_right_with_image"] <= \
+        train["entities_with_image"] < entities
+    assert "oracle_right" not in generate_dataset(tmp_path / "p", num_tweets={"train": 20}, seed=2)["splits"]["train"]
