@@ -9,7 +9,8 @@ with an untrained tagging head, written as a serialization directory: speed does
 weights' values. Tweets: the demo's synthetic tweets (fmit_plugin/demo/data), text only.
 
 `allennlp serve ARCHIVE --batch-size B` runs as a subprocess (torch on `--threads` threads, as the
-benchmark's own `predict`, in a session of its own), and against it over loopback HTTP/1.1 (a minimal keep-alive client, `Connection`):
+benchmark's own `predict`, in a session of its own), and against it over loopback HTTP/1.1 (a
+minimal keep-alive client, `Connection`):
 
 - single requests: `--single` requests one after another; the single-request time is their median;
 - low load: `--low-clients` clients, each sending one tweet per request, back to back, for `--seconds`;
@@ -228,7 +229,8 @@ def serve(run: Path, tweets: list[list[str]], args: argparse.Namespace) -> dict[
             except httpx.HTTPError:
                 time.sleep(0.5)
         memory_before = rss_bytes(process.pid)
-        single = asyncio.run(singles("127.0.0.1", port, tweets, args.single + 5, args.timeout))[5:]  # 5 warm-up requests
+        # 5 warm-up requests first
+        single = asyncio.run(singles("127.0.0.1", port, tweets, args.single + 5, args.timeout))[5:]
         low = asyncio.run(load("127.0.0.1", port, tweets, args.low_clients, args.seconds, args.timeout))
         # Rounds of predict, then the load test, in turn: on a shared machine both meet the same load.
         before = httpx.get(url + "/health", timeout=5).json()
@@ -252,7 +254,8 @@ def serve(run: Path, tweets: list[list[str]], args: argparse.Namespace) -> dict[
         "served_over_predict": middle["ratio"], "low_load": low, "load": loaded,
         "server_rss_mb_before": memory_before / 2**20, "server_rss_mb_after": memory_after / 2**20,
         # Of the loaded rounds only (the single requests and the low load run batches of one).
-        "mean_batch": (health["inputs_run"] - before["inputs_run"]) / max(1, health["batches_run"] - before["batches_run"]),
+        "mean_batch": (health["inputs_run"] - before["inputs_run"])
+        / max(1, health["batches_run"] - before["batches_run"]),
         "batch_costs": health["batch_costs"],
     }
 

@@ -15,7 +15,7 @@ import logging
 import os
 import stat
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -328,7 +328,7 @@ def create_app(predictor: Predictor, settings: Optional[ServeSettings] = None) -
     splitter = fit_batch_splitter(predictor, settings)
     logger.info("Batch cost model: %s", splitter.describe())
 
-    def run_batch(tweets: list[TweetInput]) -> list[dict[str, Any]]:
+    def run_batch(tweets: list[TweetInput]) -> Iterator[tuple[list[int], list[dict[str, Any]]]]:
         # On the model thread: images are read and visual objects extracted here, as the model runs.
         items = []
         for tweet in tweets:
@@ -339,17 +339,17 @@ def create_app(predictor: Predictor, settings: Optional[ServeSettings] = None) -
         good = [k for k, item in enumerate(items) if isinstance(item.payload, TaggingInstance)]
         failed = [k for k, item in enumerate(items) if not isinstance(item.payload, TaggingInstance)]
         lengths = predictor.model.sorting_lengths([items[k].payload for k in good]) if good else []
-        # Model calls of similar lengths; the failed inputs are one more group, which never reaches the model.
-        groups = [[good[i] for i in group] for group in splitter.split(lengths)] + [failed]
-        results: list[dict[str, Any]] = [{} for _ in items]
-        for group in groups:
-            for k, result in zip(group, _predict_batch(predictor, [items[k] for k in group], settings.batch_size)):
-                results[k] = result
-        for result in results:
-            if "error" in result:
-                logger.warning("an input failed: %s", result["error"])
-                result["error"] = MODEL_FAILED
-        return results
+        # The failed inputs first (they never reach the model), then model calls of similar lengths,
+        # each answered as soon as it is done.
+        for group in [failed] + [[good[i] for i in group] for group in splitter.split(lengths)]:
+            if not group:
+                continue
+            results = _predict_batch(predictor, [items[k] for k in group], settings.batch_size)
+            for result in results:
+                if "error" in result:
+                    logger.warning("an input failed: %s", result["error"])
+                    result["error"] = MODEL_FAILED
+            yield group, results
 
     batcher: MicroBatcher[TweetInput, dict[str, Any]] = MicroBatcher(
         run_batch, settings.batch_size, settings.batch_wait_ms / 1000
