@@ -22,7 +22,14 @@ minimal keep-alive client, `Connection`):
   The round with the median ratio of served to predict tweets/s is reported (target: at least 0.8):
   taken in turn, both meet the same load on a shared machine.
 
-The server's resident memory (VmRSS) is read before the first request and after the last.
+Fair to both: torch on the same threads; the server in a session of its own, so that where the
+kernel shares CPUs between sessions (autogroup scheduling) its threads get the share `predict`'s
+process gets, rather than splitting it with the load generator; and a load generator light enough
+(`Connection`) not to take the server's CPU. The server's own HTTP work, the event loop beside the
+model thread, is what a served tweet costs more, and is measured.
+
+The server's resident memory (VmRSS) is read before the first request and after the last, and the
+1-minute load average before and after the run is in the results.
 
 Both are bounded: clients stop at `--seconds`, and a request waits at most `--timeout` seconds.
 """
@@ -285,7 +292,10 @@ def table(results: dict[str, Any]) -> str:
         f"Model: {results['model']}; {results['tweets']} tweets; "
         f"`--batch-wait-ms {results.get('batch_wait_ms', 5.0):g}`; "
         f"torch on {results['threads']} thread(s); "
-        f"{results['machine']['cpu_count']} CPUs, {results['note']}. `{results['command']}`\n"
+        f"{results['machine']['cpu_count']} CPUs, {results['note']}"
+        + (" (1-minute load average {:.1f} before, {:.1f} after)".format(*results["load_average"])
+           if "load_average" in results else "")
+        + f". `{results['command']}`\n"
     )
     return text
 
@@ -312,6 +322,7 @@ def main() -> None:
         results = json.loads(Path(args.render).read_text(encoding="utf-8"))
     else:
         torch.set_num_threads(args.threads)
+        load_before = os.getloadavg()[0]
         tweets = read_tweets()
         with tempfile.TemporaryDirectory(prefix="fmit_serve_bench_") as folder:
             run = write_archive(Path(folder) / "run")
@@ -324,6 +335,7 @@ def main() -> None:
             "predict": {"tweets_per_second": served["predict_tweets_per_second"]}, "serve": served,
             "served_over_predict": served["served_over_predict"],
             "low_load_p99_over_single": served["low_load"]["p99_ms"] / served["single_request_ms"],
+            "load_average": [load_before, os.getloadavg()[0]],
         }
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         Path(args.output).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")

@@ -271,7 +271,8 @@ def _form_to_input(fields: dict[str, str], upload_name: Optional[str]) -> dict[s
     return value
 
 
-def fit_batch_splitter(predictor: Predictor, settings: ServeSettings, repeats: int = 3) -> BatchSplitter:
+def fit_batch_splitter(predictor: SentenceTaggerPredictor, settings: ServeSettings,
+                       repeats: int = 3) -> BatchSplitter:
     """The `BatchSplitter` of this model on this machine, from timed calls on made-up tweets of two
     sizes and two lengths (each the fastest of `repeats`, after one warm-up call, which also spares
     the first request the model's first-call cost). If the model cannot be timed, batches stay whole."""
@@ -325,7 +326,7 @@ def create_app(predictor: Predictor, settings: Optional[ServeSettings] = None) -
     """The application serving `predictor` under `settings`."""
     settings = settings or ServeSettings()
     checker = InputChecker(predictor, settings)
-    splitter = fit_batch_splitter(predictor, settings)
+    splitter = fit_batch_splitter(checker.predictor, settings)
     logger.info("Batch cost model: %s", splitter.describe())
 
     def run_batch(tweets: list[TweetInput]) -> Iterator[tuple[list[int], list[dict[str, Any]]]]:
