@@ -7,13 +7,15 @@ pixel limits, tokens per input, inputs per batch, types (the predictor's own `pa
 image names (only inside `--image-dir`). A refused request gets a 4xx JSON `{"error", "field"}`;
 nothing a request sends is ever written to disk (uploads are parsed in memory), and no traceback
 reaches a client (the log has it). Checked inputs go to the `MicroBatcher`, which runs the model
-on one thread in batches gathered from concurrent requests.
+on one thread in batches gathered from concurrent requests; the `BatchSplitter`, fitted on the model
+when the app is made, cuts each such batch into model calls of similar lengths when that costs less.
 """
 import json
 import logging
 import os
 import stat
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,10 +26,12 @@ from fastapi.responses import HTMLResponse, Response
 from python_multipart.multipart import FormParser, parse_options_header
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from fmit_plugin.commands.batch_splitter import BatchSplitter
 from fmit_plugin.commands.micro_batcher import MicroBatcher
 from fmit_plugin.commands.predict import InputItem, _describe, _predict_batch, to_json_line
 from fmit_plugin.commands.serve_page import page_html
 from fmit_plugin.common.plugins import import_plugins
+from fmit_plugin.data.instance import TaggingInstance
 from fmit_plugin.data.twitter_mner import IMAGE_EXTENSIONS
 from fmit_plugin.predictors.predictor import Predictor, SentenceTaggerPredictor, TweetInput
 from fmit_plugin.version import VERSION
@@ -267,7 +271,38 @@ def _form_to_input(fields: dict[str, str], upload_name: Optional[str]) -> dict[s
     return value
 
 
-def _health(predictor: Predictor, settings: ServeSettings, batcher: MicroBatcher) -> dict[str, Any]:
+def fit_batch_splitter(predictor: SentenceTaggerPredictor, settings: ServeSettings,
+                       repeats: int = 3) -> BatchSplitter:
+    """The `BatchSplitter` of this model on this machine, from timed calls on made-up tweets of two
+    sizes and two lengths (each the fastest of `repeats`, after one warm-up call, which also spares
+    the first request the model's first-call cost). If the model cannot be timed, batches stay whole."""
+    whole = BatchSplitter(per_call=1.0, per_position=0.0, max_batch_size=settings.batch_size)
+    if settings.batch_size == 1:
+        return whole
+    many = min(8, settings.batch_size)
+    shapes = [(1, 4), (1, 32), (many, 4), (many, 32)]
+    timings = []
+    try:
+        predictor.predict_instances([predictor.tweet_to_instance(TweetInput(tokens=["word"] * 4))])
+        for count, words in shapes:
+            words = min(words, settings.max_tokens)
+            instances = [predictor.tweet_to_instance(TweetInput(tokens=["word"] * words)) for _ in range(count)]
+            longest = max(predictor.model.sorting_lengths(instances))
+            fastest = float("inf")
+            for _ in range(repeats):
+                started = time.perf_counter()
+                predictor.predict_instances(instances)
+                fastest = min(fastest, time.perf_counter() - started)
+            timings.append((count, longest, fastest))
+        return BatchSplitter.fit(timings, settings.batch_size)
+    except Exception as error:  # noqa: BLE001 - serving goes on with whole batches
+        logger.warning("Could not time the model to fit the batch cost model (%s); batches stay whole",
+                       _describe(error))
+        return whole
+
+
+def _health(predictor: Predictor, settings: ServeSettings, batcher: MicroBatcher,
+            splitter: BatchSplitter) -> dict[str, Any]:
     tags = list(predictor.model.vocab.get_index_to_token_vocabulary("labels").values())
     extractor = getattr(predictor.dataset_reader, "visual_objects", None)
     return {
@@ -283,6 +318,7 @@ def _health(predictor: Predictor, settings: ServeSettings, batcher: MicroBatcher
         "image_dir": settings.image_dir is not None,
         "batches_run": batcher.batches_run,
         "inputs_run": batcher.items_run,
+        "batch_costs": splitter.describe(),
     }
 
 
@@ -290,8 +326,10 @@ def create_app(predictor: Predictor, settings: Optional[ServeSettings] = None) -
     """The application serving `predictor` under `settings`."""
     settings = settings or ServeSettings()
     checker = InputChecker(predictor, settings)
+    splitter = fit_batch_splitter(checker.predictor, settings)
+    logger.info("Batch cost model: %s", splitter.describe())
 
-    def run_batch(tweets: list[TweetInput]) -> list[dict[str, Any]]:
+    def run_batch(tweets: list[TweetInput]) -> Iterator[tuple[list[int], list[dict[str, Any]]]]:
         # On the model thread: images are read and visual objects extracted here, as the model runs.
         items = []
         for tweet in tweets:
@@ -299,12 +337,20 @@ def create_app(predictor: Predictor, settings: Optional[ServeSettings] = None) -
                 items.append(InputItem(None, None, checker.predictor.tweet_to_instance(tweet)))
             except Exception as error:  # noqa: BLE001 - this input only
                 items.append(InputItem(None, None, RuntimeError(_describe(error))))
-        results = _predict_batch(predictor, items, settings.batch_size)
-        for result in results:
-            if "error" in result:
-                logger.warning("an input failed: %s", result["error"])
-                result["error"] = MODEL_FAILED
-        return results
+        good = [k for k, item in enumerate(items) if isinstance(item.payload, TaggingInstance)]
+        failed = [k for k, item in enumerate(items) if not isinstance(item.payload, TaggingInstance)]
+        lengths = predictor.model.sorting_lengths([items[k].payload for k in good]) if good else []
+        # The failed inputs first (they never reach the model), then model calls of similar lengths,
+        # each answered as soon as it is done.
+        for group in [failed] + [[good[i] for i in group] for group in splitter.split(lengths)]:
+            if not group:
+                continue
+            results = _predict_batch(predictor, [items[k] for k in group], settings.batch_size)
+            for result in results:
+                if "error" in result:
+                    logger.warning("an input failed: %s", result["error"])
+                    result["error"] = MODEL_FAILED
+            yield group, results
 
     batcher: MicroBatcher[TweetInput, dict[str, Any]] = MicroBatcher(
         run_batch, settings.batch_size, settings.batch_wait_ms / 1000
@@ -319,7 +365,7 @@ def create_app(predictor: Predictor, settings: Optional[ServeSettings] = None) -
                   lifespan=lifespan)
     app.state.batcher = batcher
     app.state.settings = settings
-    html = page_html(list(_health(predictor, settings, batcher)["labels"]))
+    html = page_html(list(_health(predictor, settings, batcher, splitter)["labels"]))
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, error: ApiError) -> Response:
@@ -336,7 +382,7 @@ def create_app(predictor: Predictor, settings: Optional[ServeSettings] = None) -
 
     @app.get("/health")
     async def health() -> Response:
-        return json_response(_health(predictor, settings, batcher))
+        return json_response(_health(predictor, settings, batcher, splitter))
 
     @app.get("/")
     async def page() -> HTMLResponse:

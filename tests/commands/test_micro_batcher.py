@@ -1,5 +1,6 @@
-"""The micro-batcher: concurrent submissions share batches, results go back to their own caller, the
-model runs on one thread only, and a failing batch fails its callers without stopping the batcher."""
+"""The micro-batcher: concurrent submissions share batches, results go back to their own caller (as
+soon as their piece of the batch is done), the model runs on one thread only, and a failing batch
+fails its callers without stopping the batcher."""
 import asyncio
 import threading
 import time
@@ -18,7 +19,7 @@ class Recorder:
         self.most_at_once = 0
         self.lock = threading.Lock()
 
-    def __call__(self, items: list[int]) -> list[int]:
+    def __call__(self, items: list[int]):
         with self.lock:
             self.running += 1
             self.most_at_once = max(self.most_at_once, self.running)
@@ -29,7 +30,7 @@ class Recorder:
             self.running -= 1
         if -1 in items:
             raise RuntimeError("bad item")
-        return [item * 10 for item in items]
+        yield range(len(items)), [item * 10 for item in items]
 
 
 def test_concurrent_submissions_are_batched_and_answered_in_place():
@@ -76,20 +77,53 @@ def test_a_failing_batch_fails_its_callers_and_the_batcher_goes_on():
     batcher.close()
 
 
-def test_wrong_result_count_is_an_error_not_a_hang():
-    batcher = MicroBatcher(lambda items: items[:-1], max_batch_size=4, max_wait_s=0.0)
+def whole(items):
+    yield range(len(items)), items
+
+
+@pytest.mark.parametrize("pieces, message", [
+    (lambda items: [([0, 1], items[:1])], "1 results for 2 positions"),
+    (lambda items: [([0], items[:1])], "answered 1 of 2 items"),
+    (lambda items: [([0], items[:1]), ([0], items[:1])], "twice or out of range"),
+    (lambda items: [([0, 2], items)], "twice or out of range"),
+])
+def test_wrong_results_are_an_error_not_a_hang(pieces, message):
+    batcher = MicroBatcher(pieces, max_batch_size=4, max_wait_s=0.0)
 
     async def main():
         await batcher.submit([1, 2])
 
-    with pytest.raises(RuntimeError, match="1 results for 2 items"):
+    with pytest.raises(RuntimeError, match=message):
         asyncio.run(main())
     batcher.close()
 
 
+def test_a_request_is_answered_when_its_piece_is_done_not_when_the_batch_is():
+    finished = threading.Event()
+
+    def two_pieces(items):
+        yield [0], [items[0] * 10]
+        assert finished.wait(5), "the first request was not answered while the batch ran"
+        yield range(1, len(items)), [item * 10 for item in items[1:]]
+
+    batcher = MicroBatcher(two_pieces, max_batch_size=4, max_wait_s=0.05)
+
+    async def main():
+        async def first():
+            result = await batcher.submit([1])
+            finished.set()  # only possible before the second piece: the model thread waits for it
+            return result
+
+        return await asyncio.gather(first(), batcher.submit([2, 3]))
+
+    assert asyncio.run(main()) == [[10], [20, 30]]
+    assert batcher.batches_run == 1 and batcher.items_run == 3
+    batcher.close()
+
+
 def test_empty_submission_and_bad_size():
-    batcher = MicroBatcher(lambda items: items)
+    batcher = MicroBatcher(whole)
     assert asyncio.run(batcher.submit([])) == []
     batcher.close()
     with pytest.raises(ValueError, match="max_batch_size"):
-        MicroBatcher(lambda items: items, max_batch_size=0)
+        MicroBatcher(whole, max_batch_size=0)

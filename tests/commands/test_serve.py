@@ -1,15 +1,18 @@
 """`allennlp serve` as a user runs it: a registered subcommand, a real server process on loopback,
-and one-line errors for bad arguments."""
+and one-line errors for bad arguments; several workers too."""
 import json
+import os
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 
 from fmit_plugin.commands import create_parser
-from tests.serve_helpers import ROOT, demo_images, demo_sidecar, demo_tweet, running_server, write_visual_run
+from tests.serve_helpers import ROOT, demo_images, demo_sidecar, demo_tweet, free_port, running_server, write_visual_run
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
@@ -58,3 +61,56 @@ def test_bad_arguments_are_one_error_line(tmp_path):
                                 env={"PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
         assert result.returncode == 2, result.stderr
         assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def _spawned_children(pid):
+    """The processes `pid` started with multiprocessing's spawn (uvicorn's workers), not its resource tracker."""
+    children = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            try:
+                command = Path(f"/proc/{child}/cmdline").read_bytes().decode("utf-8", "replace")
+            except OSError:
+                continue
+            if "spawn_main" in command and "resource_tracker" not in command:
+                children.append(int(child))
+    return children
+
+
+def test_several_workers_each_load_the_model_answer_and_shut_down_cleanly(tmp_path):
+    run = write_visual_run(tmp_path / "run")
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    log = tmp_path / "serve.log"
+    with open(log, "wb") as output:
+        process = subprocess.Popen([sys.executable, "-m", "fmit_plugin", "serve", str(run), "--port", str(port),
+                                    "--workers", "2", "--include-package", "tests.serve_helpers"],
+                                   cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            deadline = time.time() + 180
+            while True:
+                assert process.poll() is None and time.time() < deadline, log.read_text()[-3000:]
+                try:
+                    with urllib.request.urlopen(url + "/health", timeout=2) as response:
+                        if response.status == 200:
+                            break
+                except OSError:
+                    time.sleep(0.3)
+            assert len(_spawned_children(process.pid)) == 2, log.read_text()[-3000:]
+            for _ in range(6):  # fresh connections: the workers share the listening socket
+                status, answer = _post(url + "/predict", {"tokens": demo_tweet("syn_test_00000")})
+                assert status == 200 and len(answer["tags"]) == len(demo_tweet("syn_test_00000"))
+            status, refused = _post(url + "/predict", {"tokens": "not a list"})
+            assert status == 422 and refused["field"] == "tokens"
+        finally:
+            process.terminate()
+            try:
+                returncode = process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+                raise
+    text = log.read_text()
+    assert returncode == 0 and "Traceback" not in text, text[-3000:]
+    assert text.count("Application startup complete") == 2 and text.count("Finished server process") == 2, text

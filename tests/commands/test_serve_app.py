@@ -325,3 +325,42 @@ def test_no_request_writes_a_file(served, monkeypatch):
     answer = _ok(client.post("/predict", data={"sentence": "Obama in Paris"},
                              files={"image": ("noise.png", buffer.getvalue(), "image/png")}))
     assert answer["objects"][0]["box"] == [0.0, 0.0, 700.0, 700.0]
+
+
+def test_batches_cut_by_length_answer_as_whole_ones_and_health_shows_the_costs(served, monkeypatch):
+    import fmit_plugin.commands.serve_app as serve_app
+    from fmit_plugin.commands.batch_splitter import BatchSplitter
+
+    _, _, predictor = served
+    health = served[0].get("/health").json()
+    assert set(health["batch_costs"]) == {"per_call_ms", "per_position_ms"}
+    assert all(value >= 0 for value in health["batch_costs"].values())
+    tweets = [["Paris"] * (1 + i % 5) + ["Obama", str(i)] for i in range(12)]
+    answers, calls = {}, {}
+    original = predictor.predict_instances
+    # No cost per call: every length gets its own model call; a dominant one: one call per batch.
+    for name, splitter in (("split", BatchSplitter(0.0, 1.0)), ("whole", BatchSplitter(1.0, 0.0))):
+        monkeypatch.setattr(serve_app, "fit_batch_splitter", lambda predictor, settings, s=splitter: s)
+        app = create_app(predictor, ServeSettings(batch_wait_ms=50))
+        calls[name] = 0
+
+        def counted(instances, name=name):
+            calls[name] += 1
+            return original(instances)
+
+        monkeypatch.setattr(predictor, "predict_instances", counted)
+
+        async def burst(app=app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as async_client:
+                return await asyncio.gather(*[async_client.post("/predict", json={"tokens": t}) for t in tweets])
+
+        with TestClient(app):
+            answers[name] = [response.json() for response in asyncio.run(burst())]
+            assert app.state.batcher.batches_run < len(tweets)
+            assert (calls[name] > app.state.batcher.batches_run) == (name == "split")
+    for split, whole, tweet in zip(answers["split"], answers["whole"], tweets):
+        assert split["tokens"] == whole["tokens"] == tweet
+        assert split["tags"] == whole["tags"]
+        assert [(e["start"], e["end"], e["type"]) for e in split["entities"]] == \
+               [(e["start"], e["end"], e["type"]) for e in whole["entities"]]
