@@ -101,3 +101,25 @@ def test_a_read_only_store_without_a_file_creates_none(tmp_path):
     store.put_many({"a": _objects(1)})
     assert store.get("a") is not None
     assert not (tmp_path / "absent").exists()
+
+
+def test_merge_from_adds_only_the_missing_entries_and_leaves_the_source_untouched(tmp_path):
+    mine, theirs = FeatureStore(tmp_path / "mine.sqlite"), FeatureStore(tmp_path / "theirs.sqlite")
+    mine.put_many({"a": _objects(1), "b": _objects(2)})
+    theirs.put_many({"b": _objects(99), "c": _objects(3, count=4)})
+    theirs.close()
+    before = (tmp_path / "theirs.sqlite").read_bytes()
+    assert mine.merge_from(tmp_path / "theirs.sqlite") == 1
+    assert len(mine) == 3
+    assert torch.equal(mine.get("c").features, _objects(3, count=4).features)
+    # An entry both hold is the same entry (keys name all it depends on): this store's is kept.
+    assert torch.equal(mine.get("b").features, _objects(2).features)
+    assert (tmp_path / "theirs.sqlite").read_bytes() == before
+    assert mine.merge_from(tmp_path / "theirs.sqlite") == 0
+
+
+def test_merge_from_refuses_a_missing_store_and_a_read_only_target(tmp_path):
+    with pytest.raises(FileNotFoundError, match="absent.sqlite"):
+        FeatureStore(tmp_path / "mine.sqlite").merge_from(tmp_path / "absent.sqlite")
+    with pytest.raises(ValueError, match="read-only"):
+        FeatureStore(tmp_path / "mine.sqlite", read_only=True).merge_from(tmp_path / "absent.sqlite")
