@@ -260,6 +260,23 @@ def table(result: dict[str, Any]) -> str:
     return caption + markdown_table(header, rows)
 
 
+def combine(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One results file from several processes' (rows run in parallel on the same generated data and
+    settings): their rows in the benchmark's order, the last floor row, every command."""
+    base = dict(parts[0])
+    for part in parts[1:]:
+        for key in ("dataset", "epochs", "layers", "boundary_weight", "seed"):
+            if part.get(key) != base.get(key):
+                raise ValueError(f"cannot combine results with different {key}: {part.get(key)} != {base.get(key)}")
+    rows = {row["row"]: row for part in parts for row in part["rows"]}
+    base["rows"] = [rows[name] for name, _ in ROWS if name in rows]
+    floors = [part["floor"] for part in parts if part.get("floor")]
+    if floors:
+        base["floor"] = floors[-1]
+    base["command"] = "; ".join(dict.fromkeys(part["command"] for part in parts))
+    return base
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train", type=int, default=800)
@@ -279,7 +296,21 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--remove-runs", action="store_true")
     parser.add_argument("--output", default="benchmarks/results/gmner.json")
     parser.add_argument("--no-readme", action="store_true", help="do not publish the table into docs/results.md")
+    parser.add_argument("--combine", nargs="+", metavar="PART.json",
+                        help="run nothing: join the results files of processes that each ran some --rows on the "
+                             "same data and settings (rows in the benchmark's order) into --output")
+    parser.add_argument("--machine-note", help="replaces the results file's note on the machine")
     args = parser.parse_args(argv)
+    command = " ".join(["python", "benchmarks/gmner.py", *(argv if argv is not None else sys.argv[1:])])
+    if args.combine:
+        result = combine([json.loads(Path(part).read_text()) for part in args.combine])
+        result["machine_note"] = args.machine_note or result["machine_note"]
+        result["command"] += "; " + command
+        Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
+        if not args.no_readme:
+            publish("gmner", table(result))
+        print(table(result))
+        return
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
     for noisy in ("transformers", "huggingface_hub"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
@@ -303,7 +334,7 @@ def main(argv: Optional[list[str]] = None) -> None:
         and previous.get("layers") == args.layers and previous.get("boundary_weight") == args.boundary_weight
     done = {row["row"]: row for row in previous.get("rows", [])} if same else {}
     result: dict[str, Any] = {
-        "command": " ".join(["python", "benchmarks/gmner.py", *(argv if argv is not None else sys.argv[1:])]),
+        "command": command,
         "machine": machine(), "machine_note": "CPU cores shared with other engineers' jobs: timings are rough",
         "seed": args.seed, "epochs": args.epochs, "layers": args.layers,
         "boundary_weight": args.boundary_weight,
