@@ -1,4 +1,5 @@
-"""Tests for the process-group helpers that need no process group: shares, rounds, worker names."""
+"""Tests for common/distributed.py's helpers that need no process group: shares, rounds, worker names
+(named apart from tests/training/test_distributed.py: test modules share one namespace)."""
 import pytest
 
 from fmit_plugin.common import distributed
