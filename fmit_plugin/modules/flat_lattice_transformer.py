@@ -9,7 +9,6 @@ import torch
 import torch.nn.functional as F
 from allennlp_light.modules.seq2seq_encoders import Seq2SeqEncoder
 from tango.common.exceptions import ConfigurationError
-from torch.utils.checkpoint import checkpoint
 
 from fmit_plugin.modules.flat_lattice import LatticeProjection
 from fmit_plugin.modules.relative_position_fusion import RelativePositionFusion
@@ -174,8 +173,11 @@ class RelativeMultiHeadAttention(torch.nn.Module):
         Dropout on the attention probabilities.
     """
 
-    # Largest tensor of one chunk of query rows, in elements (4 MiB in float32).
-    score_chunk_elements = 2**20
+    # Largest tensor of one chunk of query rows, in elements (32 MiB in float32): large enough
+    # for the attention kernel's blocks of rows, small enough to stay in cache-friendly sizes
+    # (measured, docs/speed.md).
+    score_chunk_elements = 2**23
+    kernel_rows = 32
 
     def __init__(self, hidden_dim: int, num_heads: int, attention_dropout: float = 0.0) -> None:
         super().__init__()
@@ -209,58 +211,61 @@ class RelativeMultiHeadAttention(torch.nn.Module):
         """
         batch_size, num_cells, _ = inputs.shape
         heads, head_dim = self.num_heads, self.head_dim
+        scale = 1 / math.sqrt(self.head_dim)
         # (batch, cells, heads, head_dim)
         query = self._split_heads(self.query(inputs))
-        # (batch, heads, cells, head_dim), as the attention kernel takes them (strided views)
-        key = self._split_heads(self.key(inputs)).transpose(1, 2)
-        value = self._split_heads(self.value(inputs)).transpose(1, 2)
-        query_content = (query + self.u).transpose(1, 2)
-        # (heads, batch, cells, head_dim): the position products are batched over heads.
-        query_position = (query + self.v).permute(2, 0, 1, 3).contiguous()
+        # Everything per head is head-major, (heads, batch, cells, head_dim), so that the products
+        # are batched over (heads x batch) and the per-distance table is shared by a head's batch.
+        # The scale 1 / sqrt(d_head) goes on the queries, a (cells, dim) tensor, not on the scores.
+        query_content = self._head_major((query + self.u) * scale)
+        query_position = self._head_major((query + self.v) * scale)
+        key = self._head_major(self._split_heads(self.key(inputs)))
+        value = self._head_major(self._split_heads(self.value(inputs)))
         # (heads, 2 cells - 1, head_dim): W_kR R + b_kR for every sequence distance.
         sequence_key = self._split_heads(self.key_relative(positions.sequence)).transpose(0, 1)
-        # Padding keys are hidden, so they cannot influence real cells: (batch, 1, 1, cells).
-        hidden_keys = ~mask.bool()[:, None, None, :]
+        # Padding keys are hidden, so they cannot influence real cells: (1, batch, 1, cells).
+        hidden_keys = ~mask.bool()[None, :, None, :]
         num_special = positions.special_index.size(1)
-        # Elements per query row of the largest chunk tensor: its shifted scores, and with special
-        # cells its projected queries and their R.
-        per_row = batch_size * max(heads * num_cells, heads * self.hidden_dim if num_special else 0,
+        # Elements per query row of the largest chunk tensor: its position products (as wide as
+        # the cells plus the chunk's rows), and with special cells its projected queries and their R.
+        per_row = batch_size * max(heads * 2 * num_cells, heads * self.hidden_dim if num_special else 0,
                                    num_special * self.hidden_dim)
-        rows_per_chunk = min(num_cells, max(1, self.score_chunk_elements // per_row))
-        recompute = torch.is_grad_enabled() and rows_per_chunk < num_cells
+        rows_per_chunk = max(1, self.score_chunk_elements // per_row)
+        if rows_per_chunk >= self.kernel_rows:
+            # The attention kernel takes query rows in blocks of 32 (on CPU): a chunk of 33 costs
+            # as much as one of 64.
+            rows_per_chunk -= rows_per_chunk % self.kernel_rows
+        rows_per_chunk = min(num_cells, rows_per_chunk)
         # Split, not sliced one by one: the backward of a split is one concatenation, that of each
         # slice a zero tensor of the whole.
         starts = range(0, num_cells, rows_per_chunk)
         shared_columns = (
             positions.columns.split(rows_per_chunk, dim=1) if positions.columns is not None else [None] * len(starts)
         )
-        chunks = []
-        for start, content, position, columns in zip(
-            starts,
-            query_content.split(rows_per_chunk, dim=2),
-            query_position.split(rows_per_chunk, dim=2),
-            shared_columns,
-        ):
-            arguments = (content, position, key, value, sequence_key, columns, positions, hidden_keys, start)
-            chunks.append(
-                checkpoint(self._sequence_rows, *arguments, use_reentrant=False)
-                if recompute
-                else self._sequence_rows(*arguments)
+        chunks = [
+            self._sequence_rows(content, position, key, value, sequence_key, columns, positions, hidden_keys, start)
+            for start, content, position, columns in zip(
+                starts,
+                query_content.split(rows_per_chunk, dim=2),
+                query_position.split(rows_per_chunk, dim=2),
+                shared_columns,
             )
-        # (batch, heads, cells, head_dim)
+        ]
+        # (heads, batch, cells, head_dim)
         attended = torch.cat(chunks, dim=2) if len(chunks) > 1 else chunks[0]
         if num_special:
-            index = positions.special_index[:, None, :, None].expand(-1, heads, -1, head_dim)
+            # (heads, batch, specials, head_dim)
+            index = positions.special_index[None, :, :, None].expand(heads, -1, -1, head_dim)
             special = self._special_rows(
-                query_content.gather(2, index),
-                query_position.gather(2, index.transpose(0, 1)),
-                key,
-                value,
-                positions,
-                hidden_keys,
+                query_content.gather(2, index), query_position.gather(2, index), key, value, positions, hidden_keys
             )
             attended = attended.scatter(2, index, special)
-        return self.output(attended.transpose(1, 2).reshape(batch_size, num_cells, self.hidden_dim))
+        return self.output(attended.permute(1, 2, 0, 3).reshape(batch_size, num_cells, self.hidden_dim))
+
+    @staticmethod
+    def _head_major(x: torch.Tensor) -> torch.Tensor:
+        # (batch, cells, heads, head_dim) -> (heads, batch, cells, head_dim), contiguous
+        return x.permute(2, 0, 1, 3).contiguous()
 
     def _attend(
         self,
@@ -270,14 +275,34 @@ class RelativeMultiHeadAttention(torch.nn.Module):
         position: torch.Tensor,
         hidden_keys: torch.Tensor,
     ) -> torch.Tensor:
-        """Softmax attention of `query` `(batch, heads, rows, head_dim)` with the additive position scores."""
-        bias = (position / math.sqrt(self.head_dim)).masked_fill_(hidden_keys, -math.inf)
+        """
+        Softmax attention of the (scaled) queries `(heads, batch, rows, head_dim)` with the additive
+        scaled position scores `position` `(heads, batch, rows, cells)`, a fresh tensor that is
+        changed in place -> `(heads, batch, rows, head_dim)`.
+        """
+        heads, batch_size, rows, num_cells = position.shape
+        # The smallest float, not -inf: an example without any real cell gets uniform weights, not
+        # NaN; adding a content score to it leaves it as it is.
+        position.masked_fill_(hidden_keys, torch.finfo(position.dtype).min)
         dropout = self.dropout.p if self.training else 0.0
-        return F.scaled_dot_product_attention(query, key, value, attn_mask=bias, dropout_p=dropout)
+        if not torch.is_grad_enabled():
+            # A fused kernel that adds the content term itself and never forms the probabilities:
+            # measured faster than the explicit softmax below (docs/speed.md).
+            return F.scaled_dot_product_attention(query, key, value, attn_mask=position, dropout_p=dropout,
+                                                  scale=1.0)
+        # With a gradient the kernel would fall back to this very computation (a mask with a
+        # gradient), so it is written out: content plus position in place, softmax, values.
+        scores = position.view(heads * batch_size, rows, num_cells).baddbmm_(
+            query.reshape(heads * batch_size, rows, self.head_dim),
+            key.view(heads * batch_size, num_cells, self.head_dim).transpose(1, 2),
+        )
+        probabilities = F.dropout(torch.softmax(scores, dim=-1), dropout, self.training)
+        attended = torch.bmm(probabilities, value.view(heads * batch_size, num_cells, self.head_dim))
+        return attended.view(heads, batch_size, rows, self.head_dim)
 
     def _position_scores(self, query_position: torch.Tensor, relative: torch.Tensor) -> torch.Tensor:
         """
-        ``(q_i + v) . (W_kR R_ij + b_kR)`` `(batch, heads, rows, keys)` for the queries
+        ``(q_i + v) . (W_kR R_ij + b_kR)`` `(heads, batch, rows, keys)` for the (scaled) queries
         `(heads, batch, rows, head_dim)` and their looked-up `R` `(batch, rows, keys, dim)`, as
         ``(W_kR^T (q_i + v)) . R_ij + (q_i + v) . b_kR``: `W_kR` multiplies the queries, not `R`.
         """
@@ -289,8 +314,8 @@ class RelativeMultiHeadAttention(torch.nn.Module):
         projected = torch.bmm(flat, weight).transpose(0, 1)
         # (batch * rows, heads, keys)
         scores = torch.bmm(projected, relative.reshape(batch_size * rows, -1, self.hidden_dim).transpose(1, 2))
-        scores = scores + torch.bmm(flat, bias).transpose(0, 1)
-        return scores.view(batch_size, rows, heads, -1).transpose(1, 2)
+        scores = scores.view(batch_size, rows, heads, -1).permute(2, 0, 1, 3)
+        return scores + torch.bmm(flat, bias).view(heads, batch_size, rows, 1)
 
     def _sequence_rows(
         self,
@@ -305,11 +330,11 @@ class RelativeMultiHeadAttention(torch.nn.Module):
         start: int,
     ) -> torch.Tensor:
         """
-        The attention output `(batch, heads, rows, head_dim)` of query rows ``start .. start + rows``
-        (`query_position` `(heads, batch, rows, head_dim)`) taken as sequence cells; `columns` is
-        their `R` with the special cells when shared, else it is looked up here.
+        The attention output `(heads, batch, rows, head_dim)` of query rows ``start .. start + rows``
+        (`query_content` / `query_position` `(heads, batch, rows, head_dim)`) taken as sequence cells;
+        `columns` is their `R` with the special cells when shared, else it is looked up here.
         """
-        heads, batch_size, rows, _ = query_position.shape
+        heads, batch_size, rows, head_dim = query_position.shape
         num_cells = key.size(2)
         stop = start + rows
         # Rows i of the chunk meet distances i - j from stop - 1 down to start - (cells - 1): a
@@ -317,21 +342,26 @@ class RelativeMultiHeadAttention(torch.nn.Module):
         window = sequence_key[:, num_cells - stop : 2 * num_cells - 1 - start]
         width = window.size(1)
         # (heads, batch * rows, width), column c holding distance stop - 1 - c.
-        shifted = torch.bmm(query_position.reshape(heads, batch_size * rows, self.head_dim), window.transpose(1, 2))
-        # Relative shift: entry (i, j) is column rows - 1 - i + j, a strided view (each step down a
-        # row moves width - 1 along the flat memory): (batch, heads, rows, cells).
-        position = shifted.as_strided(
-            (batch_size, heads, rows, num_cells),
-            (rows * width, batch_size * rows * width, width - 1, 1),
-            shifted.storage_offset() + rows - 1,
-        )
-        num_special = positions.special_index.size(1)
-        if num_special:
-            # The columns of the special cells, (batch, heads, rows, specials), written over.
+        shifted = torch.bmm(query_position.reshape(heads, batch_size * rows, head_dim), window.transpose(1, 2))
+        # Transformer-XL's relative shift, as views: entry (i, j) is column rows - 1 - i + j, at
+        # rows - 1 + i (width - 1) + j of a (heads x batch)'s flat rows x width scores. Slices and
+        # views only, so their backward is a plain copy (an as_strided's is not). A single row
+        # (width = cells) needs no shift.
+        position = shifted.view(heads * batch_size, rows, width)
+        if rows > 1:
+            position = (
+                shifted.view(heads * batch_size, rows * width)
+                .narrow(1, rows - 1, rows * (width - 1))
+                .view(heads * batch_size, rows, width - 1)[:, :, :num_cells]
+            )
+        # A fresh (heads, batch, rows, cells) tensor of the position scores.
+        position = position.contiguous().view(heads, batch_size, rows, num_cells)
+        if positions.special_index.size(1):
+            # The columns of the special cells, (heads, batch, rows, specials), written over.
             if columns is None:
                 columns = positions.columns_of(start, stop)
-            index = positions.special_index[:, None, None, :].expand(-1, heads, rows, -1)
-            position = position.scatter(3, index, self._position_scores(query_position, columns))
+            index = positions.special_index[None, :, None, :].expand(heads, -1, rows, -1)
+            position.scatter_(3, index, self._position_scores(query_position, columns))
         return self._attend(query_content, key, value, position, hidden_keys)
 
     def _special_rows(
@@ -344,10 +374,10 @@ class RelativeMultiHeadAttention(torch.nn.Module):
         hidden_keys: torch.Tensor,
     ) -> torch.Tensor:
         """
-        The attention output `(batch, heads, specials, head_dim)` of the special cells' rows
-        (`query_position` `(heads, batch, specials, head_dim)`).
+        The attention output `(heads, batch, specials, head_dim)` of the special cells' rows
+        (`query_content` / `query_position` `(heads, batch, specials, head_dim)`).
         """
-        heads, batch_size, num_special, _ = query_position.shape
+        heads, batch_size, num_special, head_dim = query_position.shape
         num_cells = key.size(2)
         # R of the special cells with chunks of key cells, each (batch, specials, keys, dim), looked
         # up chunk by chunk unless shared.
@@ -360,8 +390,8 @@ class RelativeMultiHeadAttention(torch.nn.Module):
             self._position_scores(query_position, positions.rows_of(start, start + keys_per_chunk))
             for start in range(0, num_cells, keys_per_chunk)
         ]
-        # (batch, heads, specials, cells)
-        position = torch.cat(chunks, dim=-1) if len(chunks) > 1 else chunks[0]
+        # (heads, batch, specials, cells)
+        position = torch.cat(chunks, dim=-1) if len(chunks) > 1 else chunks[0].contiguous()
         return self._attend(query_content, key, value, position, hidden_keys)
 
     def scores(self, inputs: torch.Tensor, relative: torch.Tensor) -> torch.Tensor:
