@@ -51,12 +51,19 @@ class RelativePositions(NamedTuple):
         a sequence cell equals its `sequence` row, so the filling cells get the same numbers.
     special_head, special_tail : `torch.LongTensor`
         `(batch, specials)`, the positions of those cells.
-    columns, rows : `torch.Tensor`, optional
-        `R` of every cell with the special cells `(batch, cells, specials, dim)` and of the special
-        cells with every cell `(batch, specials, cells, dim)`, computed once and shared by the
-        layers when a gradient is needed (a lookup's backward writes a gradient of all of `tables`,
-        so it is done once); `None` without a gradient, where each layer looks up chunk by chunk
-        and memory stays small.
+    column_table : `torch.Tensor`, optional
+        `R` of a sequence cell with a special cell depends only on the special cell's span
+        ``s = tail - head`` and on ``x = p - head`` (`RelativePositionFusion.span_columns`): this is
+        `R` for the batch's distinct spans and every ``x``, `(spans, 2 extent + 1, dim)`, where
+        `extent` is the largest distance of the batch's positions; `None` without special cells.
+    column_index : `torch.LongTensor`, optional
+        `(batch, cells, specials)`: the row of `column_table` (flattened over spans) of each cell
+        with each special cell, as if the cell were a sequence cell (special and padding rows get
+        a row that is in range, and are overwritten or discarded).
+    row_table : `torch.Tensor`, optional
+        The same for `R` of a special cell with a sequence cell (`span_columns(rows=True)`).
+    special_pairs : `torch.Tensor`, optional
+        `R` of the special cells with each other, `(batch, specials, specials, dim)`.
     """
 
     fusion: RelativePositionFusion
@@ -68,8 +75,10 @@ class RelativePositions(NamedTuple):
     special_index: torch.Tensor
     special_head: torch.Tensor
     special_tail: torch.Tensor
-    columns: Optional[torch.Tensor]
-    rows: Optional[torch.Tensor]
+    column_table: Optional[torch.Tensor]
+    column_index: Optional[torch.Tensor]
+    row_table: Optional[torch.Tensor]
+    special_pairs: Optional[torch.Tensor]
 
     @classmethod
     def of(
@@ -87,8 +96,14 @@ class RelativePositions(NamedTuple):
         # (batch, cells): the offset is cell 0's head, [CLS]'s in a flat lattice.
         sequence_cell = (head == tail) & (head - cell == head[:, :1])
         special = mask & ~sequence_cell
-        # One read-back per forward (not per layer): the number of special cells sets the shapes.
-        num_special = int(special.sum(dim=1).max().item()) if num_cells else 0
+        # One read-back per forward (not per layer): the number of special cells and the largest
+        # distance between the batch's positions set the shapes.
+        if num_cells:
+            highest, lowest = torch.maximum(head, tail).max(), torch.minimum(head, tail).min()
+            num_special, extent = (int(value) for value in torch.stack(
+                [special.sum(dim=1).max(), highest - lowest]).tolist())
+        else:
+            num_special = extent = 0
         # Special cells first, then the others, each group in cell order.
         special_index = torch.argsort(torch.where(special, cell, cell + num_cells), dim=1)[:, :num_special]
         # Two sequence cells are never farther apart than `reach`; the `sequence` rows beyond it
@@ -98,10 +113,16 @@ class RelativePositions(NamedTuple):
         if dtype is not None:
             tables = tables.to(dtype)
         special_head, special_tail = head.gather(1, special_index), tail.gather(1, special_index)
-        columns = rows = None
-        if num_special and torch.is_grad_enabled():
-            columns = fusion.lookup(tables, reach, head, tail, special_head, special_tail)
-            rows = fusion.lookup(tables, reach, special_head, special_tail, head, tail)
+        column_table = column_index = row_table = special_pairs = None
+        if num_special:
+            # (batch, specials): which of the distinct spans each special cell has
+            spans, span_of = torch.unique(special_tail - special_head, return_inverse=True)
+            column_table = fusion.span_columns(tables, reach, spans, extent)
+            # (batch, cells, specials): row (span, x = head - special head) of the flat table
+            column_index = (span_of * (2 * extent + 1)).unsqueeze(1) + (
+                head.unsqueeze(2) - special_head.unsqueeze(1) + extent)
+            row_table = fusion.span_columns(tables, reach, spans, extent, rows=True)
+            special_pairs = fusion.lookup(tables, reach, special_head, special_tail, special_head, special_tail)
         return cls(
             fusion,
             tables,
@@ -112,26 +133,10 @@ class RelativePositions(NamedTuple):
             special_index,
             special_head,
             special_tail,
-            columns,
-            rows,
-        )
-
-    def columns_of(self, start: int, stop: int) -> torch.Tensor:
-        """`R` of cells ``start .. stop`` with the special cells, `(batch, stop - start, specials, dim)`."""
-        if self.columns is not None:
-            return self.columns[:, start:stop]
-        return self.fusion.lookup(
-            self.tables, self.reach, self.head[:, start:stop], self.tail[:, start:stop], self.special_head,
-            self.special_tail,
-        )
-
-    def rows_of(self, start: int, stop: int) -> torch.Tensor:
-        """`R` of the special cells with cells ``start .. stop``, `(batch, specials, stop - start, dim)`."""
-        if self.rows is not None:
-            return self.rows[:, :, start:stop]
-        return self.fusion.lookup(
-            self.tables, self.reach, self.special_head, self.special_tail, self.head[:, start:stop],
-            self.tail[:, start:stop],
+            column_table,
+            column_index,
+            row_table,
+            special_pairs,
         )
 
 
@@ -227,9 +232,8 @@ class RelativeMultiHeadAttention(torch.nn.Module):
         hidden_keys = ~mask.bool()[None, :, None, :]
         num_special = positions.special_index.size(1)
         # Elements per query row of the largest chunk tensor: its position products (as wide as
-        # the cells plus the chunk's rows), and with special cells its projected queries and their R.
-        per_row = batch_size * max(heads * 2 * num_cells, heads * self.hidden_dim if num_special else 0,
-                                   num_special * self.hidden_dim)
+        # the cells plus the chunk's rows), or its projected R with the special cells.
+        per_row = batch_size * max(heads * 2 * num_cells, num_special * self.hidden_dim)
         rows_per_chunk = max(1, self.score_chunk_elements // per_row)
         if rows_per_chunk >= self.kernel_rows:
             # The attention kernel takes query rows in blocks of 32 (on CPU): a chunk of 33 costs
@@ -239,16 +243,16 @@ class RelativeMultiHeadAttention(torch.nn.Module):
         # Split, not sliced one by one: the backward of a split is one concatenation, that of each
         # slice a zero tensor of the whole.
         starts = range(0, num_cells, rows_per_chunk)
-        shared_columns = (
-            positions.columns.split(rows_per_chunk, dim=1) if positions.columns is not None else [None] * len(starts)
+        # (spans x (2 extent + 1), dim): W_kR R + b_kR of a sequence cell with a special cell, for
+        # every span and distance; each chunk gathers its rows.
+        column_key = (
+            self.key_relative(positions.column_table).flatten(0, 1) if positions.column_table is not None else None
         )
         chunks = [
-            self._sequence_rows(content, position, key, value, sequence_key, columns, positions, hidden_keys, start)
-            for start, content, position, columns in zip(
-                starts,
-                query_content.split(rows_per_chunk, dim=2),
-                query_position.split(rows_per_chunk, dim=2),
-                shared_columns,
+            self._sequence_rows(content, position, key, value, sequence_key, column_key, positions, hidden_keys,
+                                start)
+            for start, content, position in zip(
+                starts, query_content.split(rows_per_chunk, dim=2), query_position.split(rows_per_chunk, dim=2)
             )
         ]
         # (heads, batch, cells, head_dim)
@@ -324,7 +328,7 @@ class RelativeMultiHeadAttention(torch.nn.Module):
         key: torch.Tensor,
         value: torch.Tensor,
         sequence_key: torch.Tensor,
-        columns: Optional[torch.Tensor],
+        column_key: Optional[torch.Tensor],
         positions: RelativePositions,
         hidden_keys: torch.Tensor,
         start: int,
@@ -332,7 +336,7 @@ class RelativeMultiHeadAttention(torch.nn.Module):
         """
         The attention output `(heads, batch, rows, head_dim)` of query rows ``start .. start + rows``
         (`query_content` / `query_position` `(heads, batch, rows, head_dim)`) taken as sequence cells;
-        `columns` is their `R` with the special cells when shared, else it is looked up here.
+        `column_key` is ``W_kR R + b_kR`` of sequence cells with special cells, by span and distance.
         """
         heads, batch_size, rows, head_dim = query_position.shape
         num_cells = key.size(2)
@@ -356,12 +360,15 @@ class RelativeMultiHeadAttention(torch.nn.Module):
             )
         # A fresh (heads, batch, rows, cells) tensor of the position scores.
         position = position.contiguous().view(heads, batch_size, rows, num_cells)
-        if positions.special_index.size(1):
-            # The columns of the special cells, (heads, batch, rows, specials), written over.
-            if columns is None:
-                columns = positions.columns_of(start, stop)
+        if column_key is not None and positions.column_index is not None:
+            # The columns of the special cells, written over: (q_i + v) . (W_kR R_ij + b_kR) with
+            # the projected R looked up by (span, distance), (batch, rows, specials, heads, head_dim).
+            relative_key = F.embedding(positions.column_index[:, start:stop], column_key)
+            relative_key = relative_key.view(batch_size, rows, -1, heads, head_dim)
+            # (batch, rows, 1, heads, head_dim) . -> (heads, batch, rows, specials)
+            columns = (relative_key * query_position.permute(1, 2, 0, 3).unsqueeze(2)).sum(-1).permute(3, 0, 1, 2)
             index = positions.special_index[None, :, None, :].expand(heads, -1, rows, -1)
-            position.scatter_(3, index, self._position_scores(query_position, columns))
+            position.scatter_(3, index, columns)
         return self._attend(query_content, key, value, position, hidden_keys)
 
     def _special_rows(
@@ -378,20 +385,20 @@ class RelativeMultiHeadAttention(torch.nn.Module):
         (`query_content` / `query_position` `(heads, batch, specials, head_dim)`).
         """
         heads, batch_size, num_special, head_dim = query_position.shape
-        num_cells = key.size(2)
-        # R of the special cells with chunks of key cells, each (batch, specials, keys, dim), looked
-        # up chunk by chunk unless shared.
-        keys_per_chunk = num_cells
-        if positions.rows is None:
-            keys_per_chunk = min(
-                num_cells, max(1, self.score_chunk_elements // max(1, batch_size * num_special * self.hidden_dim))
-            )
-        chunks = [
-            self._position_scores(query_position, positions.rows_of(start, start + keys_per_chunk))
-            for start in range(0, num_cells, keys_per_chunk)
-        ]
-        # (heads, batch, specials, cells)
-        position = torch.cat(chunks, dim=-1) if len(chunks) > 1 else chunks[0].contiguous()
+        assert positions.row_table is not None and positions.column_index is not None
+        assert positions.special_pairs is not None
+        # (heads, spans x (2 extent + 1), head_dim): W_kR R + b_kR of a special cell with a sequence
+        # cell, for every span and distance.
+        row_key = self._split_heads(self.key_relative(positions.row_table).flatten(0, 1)).transpose(0, 1)
+        # Every special query with every row: (heads, batch x specials, spans x (2 extent + 1)), a
+        # small product (specials are few), then each key's entry gathered as the columns are.
+        every = torch.bmm(query_position.reshape(heads, batch_size * num_special, head_dim), row_key.transpose(1, 2))
+        index = positions.column_index.transpose(1, 2).unsqueeze(0).expand(heads, -1, -1, -1)
+        # (heads, batch, specials, cells), a fresh tensor
+        position = every.view(heads, batch_size, num_special, -1).gather(3, index)
+        # Keys that are special cells too: their own R, written over.
+        index = positions.special_index[None, :, None, :].expand(heads, -1, num_special, -1)
+        position.scatter_(3, index, self._position_scores(query_position, positions.special_pairs))
         return self._attend(query_content, key, value, position, hidden_keys)
 
     def scores(self, inputs: torch.Tensor, relative: torch.Tensor) -> torch.Tensor:
