@@ -31,7 +31,8 @@ class RelativePositions(NamedTuple):
     and [SEP] cells of a flat lattice, or every cell of a plain sequence): between two of them all
     four distances equal ``i - j``, so ``R_ij`` is row ``i - j`` of `sequence` (a Toeplitz
     structure, as in Transformer-XL). Every other real cell (the visual objects) is *special*: its
-    row and column of `R` are looked up from `tables` (`RelativePositionFusion.lookup`). Padding
+    row and column of `R` with sequence cells come from per-span tables (`column_table`,
+    `row_table`), with other special cells from `special_pairs`. Padding
     cells are neither: they are masked as keys and their outputs are discarded, so whatever
     position term they get is never seen.
 
@@ -154,19 +155,28 @@ class RelativeMultiHeadAttention(torch.nn.Module):
 
     * between two sequence cells, ``W_kR R_ij`` is row ``i - j`` of ``W_kR`` applied to the
       `(2 L - 1, d)` `sequence` table, so the position term is one product of the queries with that
-      projected table followed by Transformer-XL's relative shift (a strided view, no copy);
-    * a special cell's row and column are ``(W_kR^T (q_i + v)) . R_ij`` with `R` of those
-      `(L x m)` / `(m x L)` blocks only, written over the shifted scores;
-    * the position scores are the additive mask of `torch.nn.functional.scaled_dot_product_attention`,
-      which adds the content term itself (a fused kernel, when no gradient is needed, that never
-      forms the probabilities; measured faster than the explicit softmax on CPU).
+      projected table followed by Transformer-XL's relative shift (views of it, no copy);
+    * between a sequence cell and a special cell (either way round) `R` depends only on the
+      special cell's span and the distance, so ``W_kR`` is applied to two small per-span tables
+      (`RelativePositions.column_table` / `row_table`) and each pair gathers its row: the columns
+      as one product per pair, the special rows (few) as a product with the whole table then a
+      gather; the `(m x m)` block of special cells with each other from `R` of those pairs. These
+      are written over the shifted scores;
+    * the scale ``1 / sqrt(d_head)`` is applied to the queries, and everything per head is
+      head-major `(heads, batch, ...)`, batched over heads x batch.
 
-    The queries go in chunks of rows whose per-chunk tensors stay under `score_chunk_elements`:
-    small temporaries, reused by the allocator rather than faulted in fresh. With several chunks
-    and a gradient to compute, each chunk is recomputed in the backward pass
-    (`torch.utils.checkpoint`) instead of keeping its `(batch, heads, rows, L)` tensors, which keeps
-    training memory linear in L like plain attention's. `dense_forward` is the `(batch, L, L, d)`
-    formulation this replaced, kept as the reference the tests and the speed benchmark compare with.
+    Without a gradient the position scores are the additive mask of
+    `torch.nn.functional.scaled_dot_product_attention`, which adds the content term itself (a fused
+    kernel that never forms the probabilities; measured faster than the explicit softmax on CPU).
+    With a gradient the kernel would fall back to the explicit computation anyway (its mask needs
+    a gradient), so it is written out: content added in place to the position scores, softmax,
+    values; each chunk keeps its probabilities for the backward pass, as plain attention does.
+
+    The queries go in chunks of rows whose per-chunk tensors stay under `score_chunk_elements`
+    (rounded to the kernel's blocks of `kernel_rows` rows): temporaries reused by the allocator
+    rather than faulted in fresh, and a window of the table only as wide as the cells plus the
+    chunk's rows. `dense_forward` is the `(batch, L, L, d)` formulation this replaced, kept as the
+    reference the tests and the speed benchmark compare with.
 
     # Parameters
 
