@@ -193,6 +193,9 @@ class RelativeMultiHeadAttention(torch.nn.Module):
     # (measured, docs/speed.md).
     score_chunk_elements = 2**23
     kernel_rows = 32
+    # Largest lookup of the special cells' columns, in elements (4 MiB in float32): pieces of a
+    # chunk's rows, so that it weighs no more than a few of the layer's activations at any length.
+    column_chunk_elements = 2**20
 
     def __init__(self, hidden_dim: int, num_heads: int, attention_dropout: float = 0.0) -> None:
         super().__init__()
@@ -232,8 +235,9 @@ class RelativeMultiHeadAttention(torch.nn.Module):
         # Everything per head is head-major, (heads, batch, cells, head_dim), so that the products
         # are batched over (heads x batch) and the per-distance table is shared by a head's batch.
         # The scale 1 / sqrt(d_head) goes on the queries, a (cells, dim) tensor, not on the scores.
-        query_content = self._head_major((query + self.u) * scale)
-        query_position = self._head_major((query + self.v) * scale)
+        query_content = self._head_major(torch.add(query, self.u).mul_(scale))
+        query_position = self._head_major(torch.add(query, self.v).mul_(scale))
+        del query  # peak memory: only the layer's head-major tensors stay
         key = self._head_major(self._split_heads(self.key(inputs)))
         value = self._head_major(self._split_heads(self.value(inputs)))
         # (heads, 2 cells - 1, head_dim): W_kR R + b_kR for every sequence distance.
@@ -242,8 +246,8 @@ class RelativeMultiHeadAttention(torch.nn.Module):
         hidden_keys = ~mask.bool()[None, :, None, :]
         num_special = positions.special_index.size(1)
         # Elements per query row of the largest chunk tensor: its position products (as wide as
-        # the cells plus the chunk's rows), or its projected R with the special cells.
-        per_row = batch_size * max(heads * 2 * num_cells, num_special * self.hidden_dim)
+        # the cells plus the chunk's rows).
+        per_row = batch_size * heads * 2 * num_cells
         rows_per_chunk = max(1, self.score_chunk_elements // per_row)
         if rows_per_chunk >= self.kernel_rows:
             # The attention kernel takes query rows in blocks of 32 (on CPU): a chunk of 33 costs
@@ -265,15 +269,16 @@ class RelativeMultiHeadAttention(torch.nn.Module):
                 starts, query_content.split(rows_per_chunk, dim=2), query_position.split(rows_per_chunk, dim=2)
             )
         ]
-        # (heads, batch, cells, head_dim)
+        # (heads, batch, cells, head_dim), a fresh tensor; the chunks go as soon as it is made.
         attended = torch.cat(chunks, dim=2) if len(chunks) > 1 else chunks[0]
+        del chunks
         if num_special:
             # (heads, batch, specials, head_dim)
             index = positions.special_index[None, :, :, None].expand(heads, -1, -1, head_dim)
             special = self._special_rows(
                 query_content.gather(2, index), query_position.gather(2, index), key, value, positions, hidden_keys
             )
-            attended = attended.scatter(2, index, special)
+            attended.scatter_(2, index, special)
         return self.output(attended.permute(1, 2, 0, 3).reshape(batch_size, num_cells, self.hidden_dim))
 
     @staticmethod
@@ -331,6 +336,20 @@ class RelativeMultiHeadAttention(torch.nn.Module):
         scores = scores.view(batch_size, rows, heads, -1).permute(2, 0, 1, 3)
         return scores + torch.bmm(flat, bias).view(heads, batch_size, rows, 1)
 
+    def _column_scores(
+        self, query_position: torch.Tensor, column_key: torch.Tensor, index: torch.Tensor
+    ) -> torch.Tensor:
+        """
+        ``(q_i + v) . (W_kR R_ij + b_kR)`` `(heads, batch, rows, specials)` of the (scaled) queries
+        `(heads, batch, rows, head_dim)` with the projected per-span table `column_key` at `index`
+        `(batch, rows, specials)`.
+        """
+        heads, batch_size, rows, head_dim = query_position.shape
+        # (batch, rows, specials, heads, head_dim)
+        relative_key = F.embedding(index, column_key).view(batch_size, rows, -1, heads, head_dim)
+        # times (batch, rows, 1, heads, head_dim), summed -> (heads, batch, rows, specials)
+        return (relative_key * query_position.permute(1, 2, 0, 3).unsqueeze(2)).sum(-1).permute(3, 0, 1, 2)
+
     def _sequence_rows(
         self,
         query_content: torch.Tensor,
@@ -372,11 +391,17 @@ class RelativeMultiHeadAttention(torch.nn.Module):
         position = position.contiguous().view(heads, batch_size, rows, num_cells)
         if column_key is not None and positions.column_index is not None:
             # The columns of the special cells, written over: (q_i + v) . (W_kR R_ij + b_kR) with
-            # the projected R looked up by (span, distance), (batch, rows, specials, heads, head_dim).
-            relative_key = F.embedding(positions.column_index[:, start:stop], column_key)
-            relative_key = relative_key.view(batch_size, rows, -1, heads, head_dim)
-            # (batch, rows, 1, heads, head_dim) . -> (heads, batch, rows, specials)
-            columns = (relative_key * query_position.permute(1, 2, 0, 3).unsqueeze(2)).sum(-1).permute(3, 0, 1, 2)
+            # the projected R looked up by (span, distance), in pieces of rows whose
+            # (batch, rows, specials, dim) lookups stay under `column_chunk_elements`.
+            num_special = positions.column_index.size(2)
+            step = max(1, self.column_chunk_elements // (batch_size * num_special * self.hidden_dim))
+            pieces = [
+                self._column_scores(piece, column_key, index)
+                for piece, index in zip(query_position.split(step, dim=2),
+                                        positions.column_index[:, start:stop].split(step, dim=1))
+            ]
+            # (heads, batch, rows, specials)
+            columns = torch.cat(pieces, dim=2) if len(pieces) > 1 else pieces[0]
             index = positions.special_index[None, :, None, :].expand(heads, -1, rows, -1)
             position.scatter_(3, index, columns)
         return self._attend(query_content, key, value, position, hidden_keys)

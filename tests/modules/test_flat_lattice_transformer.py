@@ -289,10 +289,12 @@ def _literal_eq_9_and_10(encoder, inputs, mask, head, tail):
 
 
 def _chunked(encoder, chunk_elements):
-    """`encoder` with query chunks of at most `chunk_elements` per tensor (None: as built)."""
+    """`encoder` with query chunks (and pieces of the objects' columns) of at most `chunk_elements` per
+    tensor (None: as built)."""
     if chunk_elements is not None:
         for layer in encoder.layers:
             layer.attention.score_chunk_elements = chunk_elements
+            layer.attention.column_chunk_elements = chunk_elements
     return encoder
 
 
