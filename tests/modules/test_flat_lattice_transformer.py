@@ -442,8 +442,8 @@ def test_state_dict_keys_are_those_of_existing_archives():
 
 @pytest.mark.parametrize("grad", [False, True])
 def test_an_example_without_real_cells_leaves_the_others_unchanged(grad):
-    # Its rows see only hidden keys: uniform weights, never NaN (which would reach the other
-    # examples through nothing, but would through a NaN loss).
+    # Its rows see only hidden keys: uniform weights, never NaN (a NaN times the zero mask is still
+    # NaN, and would make the loss NaN).
     encoder = _encoder(dropout_prob=0.0)
     lattice = _random_lattice(6, batch=2)
     mask = lattice.mask.clone()
