@@ -9,7 +9,6 @@ import torch
 import torch.nn.functional as F
 from allennlp_light.modules.seq2seq_encoders import Seq2SeqEncoder
 from tango.common.exceptions import ConfigurationError
-from torch.utils.checkpoint import checkpoint
 
 from fmit_plugin.modules.flat_lattice import LatticeProjection
 from fmit_plugin.modules.relative_position_fusion import RelativePositionFusion
@@ -32,7 +31,8 @@ class RelativePositions(NamedTuple):
     and [SEP] cells of a flat lattice, or every cell of a plain sequence): between two of them all
     four distances equal ``i - j``, so ``R_ij`` is row ``i - j`` of `sequence` (a Toeplitz
     structure, as in Transformer-XL). Every other real cell (the visual objects) is *special*: its
-    row and column of `R` are looked up from `tables` (`RelativePositionFusion.lookup`). Padding
+    row and column of `R` with sequence cells come from per-span tables (`column_table`,
+    `row_table`), with other special cells from `special_pairs`. Padding
     cells are neither: they are masked as keys and their outputs are discarded, so whatever
     position term they get is never seen.
 
@@ -52,12 +52,19 @@ class RelativePositions(NamedTuple):
         a sequence cell equals its `sequence` row, so the filling cells get the same numbers.
     special_head, special_tail : `torch.LongTensor`
         `(batch, specials)`, the positions of those cells.
-    columns, rows : `torch.Tensor`, optional
-        `R` of every cell with the special cells `(batch, cells, specials, dim)` and of the special
-        cells with every cell `(batch, specials, cells, dim)`, computed once and shared by the
-        layers when a gradient is needed (a lookup's backward writes a gradient of all of `tables`,
-        so it is done once); `None` without a gradient, where each layer looks up chunk by chunk
-        and memory stays small.
+    column_table : `torch.Tensor`, optional
+        `R` of a sequence cell with a special cell depends only on the special cell's span
+        ``s = tail - head`` and on ``x = p - head`` (`RelativePositionFusion.span_columns`): this is
+        `R` for the batch's distinct spans and every ``x``, `(spans, 2 extent + 1, dim)`, where
+        `extent` is the largest distance of the batch's positions; `None` without special cells.
+    column_index : `torch.LongTensor`, optional
+        `(batch, cells, specials)`: the row of `column_table` (flattened over spans) of each cell
+        with each special cell, as if the cell were a sequence cell (special and padding rows get
+        a row that is in range, and are overwritten or discarded).
+    row_table : `torch.Tensor`, optional
+        The same for `R` of a special cell with a sequence cell (`span_columns(rows=True)`).
+    special_pairs : `torch.Tensor`, optional
+        `R` of the special cells with each other, `(batch, specials, specials, dim)`.
     """
 
     fusion: RelativePositionFusion
@@ -69,8 +76,10 @@ class RelativePositions(NamedTuple):
     special_index: torch.Tensor
     special_head: torch.Tensor
     special_tail: torch.Tensor
-    columns: Optional[torch.Tensor]
-    rows: Optional[torch.Tensor]
+    column_table: Optional[torch.Tensor]
+    column_index: Optional[torch.Tensor]
+    row_table: Optional[torch.Tensor]
+    special_pairs: Optional[torch.Tensor]
 
     @classmethod
     def of(
@@ -88,8 +97,14 @@ class RelativePositions(NamedTuple):
         # (batch, cells): the offset is cell 0's head, [CLS]'s in a flat lattice.
         sequence_cell = (head == tail) & (head - cell == head[:, :1])
         special = mask & ~sequence_cell
-        # One read-back per forward (not per layer): the number of special cells sets the shapes.
-        num_special = int(special.sum(dim=1).max().item()) if num_cells else 0
+        # One read-back per forward (not per layer): the number of special cells and the largest
+        # distance between the batch's positions set the shapes.
+        if num_cells:
+            highest, lowest = torch.maximum(head, tail).max(), torch.minimum(head, tail).min()
+            num_special, extent = (int(value) for value in torch.stack(
+                [special.sum(dim=1).max(), highest - lowest]).tolist())
+        else:
+            num_special = extent = 0
         # Special cells first, then the others, each group in cell order.
         special_index = torch.argsort(torch.where(special, cell, cell + num_cells), dim=1)[:, :num_special]
         # Two sequence cells are never farther apart than `reach`; the `sequence` rows beyond it
@@ -99,10 +114,16 @@ class RelativePositions(NamedTuple):
         if dtype is not None:
             tables = tables.to(dtype)
         special_head, special_tail = head.gather(1, special_index), tail.gather(1, special_index)
-        columns = rows = None
-        if num_special and torch.is_grad_enabled():
-            columns = fusion.lookup(tables, reach, head, tail, special_head, special_tail)
-            rows = fusion.lookup(tables, reach, special_head, special_tail, head, tail)
+        column_table = column_index = row_table = special_pairs = None
+        if num_special:
+            # (batch, specials): which of the distinct spans each special cell has
+            spans, span_of = torch.unique(special_tail - special_head, return_inverse=True)
+            column_table = fusion.span_columns(tables, reach, spans, extent)
+            # (batch, cells, specials): row (span, x = head - special head) of the flat table
+            column_index = (span_of * (2 * extent + 1)).unsqueeze(1) + (
+                head.unsqueeze(2) - special_head.unsqueeze(1) + extent)
+            row_table = fusion.span_columns(tables, reach, spans, extent, rows=True)
+            special_pairs = fusion.lookup(tables, reach, special_head, special_tail, special_head, special_tail)
         return cls(
             fusion,
             tables,
@@ -113,26 +134,10 @@ class RelativePositions(NamedTuple):
             special_index,
             special_head,
             special_tail,
-            columns,
-            rows,
-        )
-
-    def columns_of(self, start: int, stop: int) -> torch.Tensor:
-        """`R` of cells ``start .. stop`` with the special cells, `(batch, stop - start, specials, dim)`."""
-        if self.columns is not None:
-            return self.columns[:, start:stop]
-        return self.fusion.lookup(
-            self.tables, self.reach, self.head[:, start:stop], self.tail[:, start:stop], self.special_head,
-            self.special_tail,
-        )
-
-    def rows_of(self, start: int, stop: int) -> torch.Tensor:
-        """`R` of the special cells with cells ``start .. stop``, `(batch, specials, stop - start, dim)`."""
-        if self.rows is not None:
-            return self.rows[:, :, start:stop]
-        return self.fusion.lookup(
-            self.tables, self.reach, self.special_head, self.special_tail, self.head[:, start:stop],
-            self.tail[:, start:stop],
+            column_table,
+            column_index,
+            row_table,
+            special_pairs,
         )
 
 
@@ -150,19 +155,28 @@ class RelativeMultiHeadAttention(torch.nn.Module):
 
     * between two sequence cells, ``W_kR R_ij`` is row ``i - j`` of ``W_kR`` applied to the
       `(2 L - 1, d)` `sequence` table, so the position term is one product of the queries with that
-      projected table followed by Transformer-XL's relative shift (a strided view, no copy);
-    * a special cell's row and column are ``(W_kR^T (q_i + v)) . R_ij`` with `R` of those
-      `(L x m)` / `(m x L)` blocks only, written over the shifted scores;
-    * the position scores are the additive mask of `torch.nn.functional.scaled_dot_product_attention`,
-      which adds the content term itself (a fused kernel, when no gradient is needed, that never
-      forms the probabilities; measured faster than the explicit softmax on CPU).
+      projected table followed by Transformer-XL's relative shift (views of it, no copy);
+    * between a sequence cell and a special cell (either way round) `R` depends only on the
+      special cell's span and the distance, so ``W_kR`` is applied to two small per-span tables
+      (`RelativePositions.column_table` / `row_table`) and each pair gathers its row: the columns
+      as one product per pair, the special rows (few) as a product with the whole table then a
+      gather; the `(m x m)` block of special cells with each other from `R` of those pairs. These
+      are written over the shifted scores;
+    * the scale ``1 / sqrt(d_head)`` is applied to the queries, and everything per head is
+      head-major `(heads, batch, ...)`, batched over heads x batch.
 
-    The queries go in chunks of rows whose per-chunk tensors stay under `score_chunk_elements`:
-    small temporaries, reused by the allocator rather than faulted in fresh. With several chunks
-    and a gradient to compute, each chunk is recomputed in the backward pass
-    (`torch.utils.checkpoint`) instead of keeping its `(batch, heads, rows, L)` tensors, which keeps
-    training memory linear in L like plain attention's. `dense_forward` is the `(batch, L, L, d)`
-    formulation this replaced, kept as the reference the tests and the speed benchmark compare with.
+    Without a gradient the position scores are the additive mask of
+    `torch.nn.functional.scaled_dot_product_attention`, which adds the content term itself (a fused
+    kernel that never forms the probabilities; measured faster than the explicit softmax on CPU).
+    With a gradient the kernel would fall back to the explicit computation anyway (its mask needs
+    a gradient), so it is written out: content added in place to the position scores, softmax,
+    values; each chunk keeps its probabilities for the backward pass, as plain attention does.
+
+    The queries go in chunks of rows whose per-chunk tensors stay under `score_chunk_elements`
+    (rounded to the kernel's blocks of `kernel_rows` rows): temporaries reused by the allocator
+    rather than faulted in fresh, and a window of the table only as wide as the cells plus the
+    chunk's rows. `dense_forward` is the `(batch, L, L, d)` formulation this replaced, kept as the
+    reference the tests and the speed benchmark compare with.
 
     # Parameters
 
@@ -174,8 +188,14 @@ class RelativeMultiHeadAttention(torch.nn.Module):
         Dropout on the attention probabilities.
     """
 
-    # Largest tensor of one chunk of query rows, in elements (4 MiB in float32).
-    score_chunk_elements = 2**20
+    # Largest tensor of one chunk of query rows, in elements (32 MiB in float32): large enough
+    # for the attention kernel's blocks of rows, small enough to stay in cache-friendly sizes
+    # (measured, docs/speed.md).
+    score_chunk_elements = 2**23
+    kernel_rows = 32
+    # Largest lookup of the special cells' columns, in elements (4 MiB in float32): pieces of a
+    # chunk's rows, so that it weighs no more than a few of the layer's activations at any length.
+    column_chunk_elements = 2**20
 
     def __init__(self, hidden_dim: int, num_heads: int, attention_dropout: float = 0.0) -> None:
         super().__init__()
@@ -209,58 +229,62 @@ class RelativeMultiHeadAttention(torch.nn.Module):
         """
         batch_size, num_cells, _ = inputs.shape
         heads, head_dim = self.num_heads, self.head_dim
+        scale = 1 / math.sqrt(self.head_dim)
         # (batch, cells, heads, head_dim)
         query = self._split_heads(self.query(inputs))
-        # (batch, heads, cells, head_dim), as the attention kernel takes them (strided views)
-        key = self._split_heads(self.key(inputs)).transpose(1, 2)
-        value = self._split_heads(self.value(inputs)).transpose(1, 2)
-        query_content = (query + self.u).transpose(1, 2)
-        # (heads, batch, cells, head_dim): the position products are batched over heads.
-        query_position = (query + self.v).permute(2, 0, 1, 3).contiguous()
+        # Everything per head is head-major, (heads, batch, cells, head_dim), so that the products
+        # are batched over (heads x batch) and the per-distance table is shared by a head's batch.
+        # The scale 1 / sqrt(d_head) goes on the queries, a (cells, dim) tensor, not on the scores.
+        query_content = self._head_major(torch.add(query, self.u).mul_(scale))
+        query_position = self._head_major(torch.add(query, self.v).mul_(scale))
+        del query  # peak memory: only the layer's head-major tensors stay
+        key = self._head_major(self._split_heads(self.key(inputs)))
+        value = self._head_major(self._split_heads(self.value(inputs)))
         # (heads, 2 cells - 1, head_dim): W_kR R + b_kR for every sequence distance.
         sequence_key = self._split_heads(self.key_relative(positions.sequence)).transpose(0, 1)
-        # Padding keys are hidden, so they cannot influence real cells: (batch, 1, 1, cells).
-        hidden_keys = ~mask.bool()[:, None, None, :]
+        # Padding keys are hidden, so they cannot influence real cells: (1, batch, 1, cells).
+        hidden_keys = ~mask.bool()[None, :, None, :]
         num_special = positions.special_index.size(1)
-        # Elements per query row of the largest chunk tensor: its shifted scores, and with special
-        # cells its projected queries and their R.
-        per_row = batch_size * max(heads * num_cells, heads * self.hidden_dim if num_special else 0,
-                                   num_special * self.hidden_dim)
-        rows_per_chunk = min(num_cells, max(1, self.score_chunk_elements // per_row))
-        recompute = torch.is_grad_enabled() and rows_per_chunk < num_cells
+        # Elements per query row of the largest chunk tensor: its position products (as wide as
+        # the cells plus the chunk's rows).
+        per_row = batch_size * heads * 2 * num_cells
+        rows_per_chunk = max(1, self.score_chunk_elements // per_row)
+        if rows_per_chunk >= self.kernel_rows:
+            # The attention kernel takes query rows in blocks of 32 (on CPU): a chunk of 33 costs
+            # as much as one of 64.
+            rows_per_chunk -= rows_per_chunk % self.kernel_rows
+        rows_per_chunk = min(num_cells, rows_per_chunk)
         # Split, not sliced one by one: the backward of a split is one concatenation, that of each
         # slice a zero tensor of the whole.
         starts = range(0, num_cells, rows_per_chunk)
-        shared_columns = (
-            positions.columns.split(rows_per_chunk, dim=1) if positions.columns is not None else [None] * len(starts)
+        # (spans x (2 extent + 1), dim): W_kR R + b_kR of a sequence cell with a special cell, for
+        # every span and distance; each chunk gathers its rows.
+        column_key = (
+            self.key_relative(positions.column_table).flatten(0, 1) if positions.column_table is not None else None
         )
-        chunks = []
-        for start, content, position, columns in zip(
-            starts,
-            query_content.split(rows_per_chunk, dim=2),
-            query_position.split(rows_per_chunk, dim=2),
-            shared_columns,
-        ):
-            arguments = (content, position, key, value, sequence_key, columns, positions, hidden_keys, start)
-            chunks.append(
-                checkpoint(self._sequence_rows, *arguments, use_reentrant=False)
-                if recompute
-                else self._sequence_rows(*arguments)
+        chunks = [
+            self._sequence_rows(content, position, key, value, sequence_key, column_key, positions, hidden_keys,
+                                start)
+            for start, content, position in zip(
+                starts, query_content.split(rows_per_chunk, dim=2), query_position.split(rows_per_chunk, dim=2)
             )
-        # (batch, heads, cells, head_dim)
+        ]
+        # (heads, batch, cells, head_dim), a fresh tensor; the chunks go as soon as it is made.
         attended = torch.cat(chunks, dim=2) if len(chunks) > 1 else chunks[0]
+        del chunks
         if num_special:
-            index = positions.special_index[:, None, :, None].expand(-1, heads, -1, head_dim)
+            # (heads, batch, specials, head_dim)
+            index = positions.special_index[None, :, :, None].expand(heads, -1, -1, head_dim)
             special = self._special_rows(
-                query_content.gather(2, index),
-                query_position.gather(2, index.transpose(0, 1)),
-                key,
-                value,
-                positions,
-                hidden_keys,
+                query_content.gather(2, index), query_position.gather(2, index), key, value, positions, hidden_keys
             )
-            attended = attended.scatter(2, index, special)
-        return self.output(attended.transpose(1, 2).reshape(batch_size, num_cells, self.hidden_dim))
+            attended.scatter_(2, index, special)
+        return self.output(attended.permute(1, 2, 0, 3).reshape(batch_size, num_cells, self.hidden_dim))
+
+    @staticmethod
+    def _head_major(x: torch.Tensor) -> torch.Tensor:
+        # (batch, cells, heads, head_dim) -> (heads, batch, cells, head_dim), contiguous
+        return x.permute(2, 0, 1, 3).contiguous()
 
     def _attend(
         self,
@@ -270,14 +294,34 @@ class RelativeMultiHeadAttention(torch.nn.Module):
         position: torch.Tensor,
         hidden_keys: torch.Tensor,
     ) -> torch.Tensor:
-        """Softmax attention of `query` `(batch, heads, rows, head_dim)` with the additive position scores."""
-        bias = (position / math.sqrt(self.head_dim)).masked_fill_(hidden_keys, -math.inf)
+        """
+        Softmax attention of the (scaled) queries `(heads, batch, rows, head_dim)` with the additive
+        scaled position scores `position` `(heads, batch, rows, cells)`, a fresh tensor that is
+        changed in place -> `(heads, batch, rows, head_dim)`.
+        """
+        heads, batch_size, rows, num_cells = position.shape
+        # The smallest float, not -inf: an example without any real cell gets uniform weights, not
+        # NaN; adding a content score to it leaves it as it is.
+        position.masked_fill_(hidden_keys, torch.finfo(position.dtype).min)
         dropout = self.dropout.p if self.training else 0.0
-        return F.scaled_dot_product_attention(query, key, value, attn_mask=bias, dropout_p=dropout)
+        if not torch.is_grad_enabled():
+            # A fused kernel that adds the content term itself and never forms the probabilities:
+            # measured faster than the explicit softmax below (docs/speed.md).
+            return F.scaled_dot_product_attention(query, key, value, attn_mask=position, dropout_p=dropout,
+                                                  scale=1.0)
+        # With a gradient the kernel would fall back to this very computation (a mask with a
+        # gradient), so it is written out: content plus position in place, softmax, values.
+        scores = position.view(heads * batch_size, rows, num_cells).baddbmm_(
+            query.reshape(heads * batch_size, rows, self.head_dim),
+            key.view(heads * batch_size, num_cells, self.head_dim).transpose(1, 2),
+        )
+        probabilities = F.dropout(torch.softmax(scores, dim=-1), dropout, self.training)
+        attended = torch.bmm(probabilities, value.view(heads * batch_size, num_cells, self.head_dim))
+        return attended.view(heads, batch_size, rows, self.head_dim)
 
     def _position_scores(self, query_position: torch.Tensor, relative: torch.Tensor) -> torch.Tensor:
         """
-        ``(q_i + v) . (W_kR R_ij + b_kR)`` `(batch, heads, rows, keys)` for the queries
+        ``(q_i + v) . (W_kR R_ij + b_kR)`` `(heads, batch, rows, keys)` for the (scaled) queries
         `(heads, batch, rows, head_dim)` and their looked-up `R` `(batch, rows, keys, dim)`, as
         ``(W_kR^T (q_i + v)) . R_ij + (q_i + v) . b_kR``: `W_kR` multiplies the queries, not `R`.
         """
@@ -289,8 +333,22 @@ class RelativeMultiHeadAttention(torch.nn.Module):
         projected = torch.bmm(flat, weight).transpose(0, 1)
         # (batch * rows, heads, keys)
         scores = torch.bmm(projected, relative.reshape(batch_size * rows, -1, self.hidden_dim).transpose(1, 2))
-        scores = scores + torch.bmm(flat, bias).transpose(0, 1)
-        return scores.view(batch_size, rows, heads, -1).transpose(1, 2)
+        scores = scores.view(batch_size, rows, heads, -1).permute(2, 0, 1, 3)
+        return scores + torch.bmm(flat, bias).view(heads, batch_size, rows, 1)
+
+    def _column_scores(
+        self, query_position: torch.Tensor, column_key: torch.Tensor, index: torch.Tensor
+    ) -> torch.Tensor:
+        """
+        ``(q_i + v) . (W_kR R_ij + b_kR)`` `(heads, batch, rows, specials)` of the (scaled) queries
+        `(heads, batch, rows, head_dim)` with the projected per-span table `column_key` at `index`
+        `(batch, rows, specials)`.
+        """
+        heads, batch_size, rows, head_dim = query_position.shape
+        # (batch, rows, specials, heads, head_dim)
+        relative_key = F.embedding(index, column_key).view(batch_size, rows, -1, heads, head_dim)
+        # times (batch, rows, 1, heads, head_dim), summed -> (heads, batch, rows, specials)
+        return (relative_key * query_position.permute(1, 2, 0, 3).unsqueeze(2)).sum(-1).permute(3, 0, 1, 2)
 
     def _sequence_rows(
         self,
@@ -299,17 +357,17 @@ class RelativeMultiHeadAttention(torch.nn.Module):
         key: torch.Tensor,
         value: torch.Tensor,
         sequence_key: torch.Tensor,
-        columns: Optional[torch.Tensor],
+        column_key: Optional[torch.Tensor],
         positions: RelativePositions,
         hidden_keys: torch.Tensor,
         start: int,
     ) -> torch.Tensor:
         """
-        The attention output `(batch, heads, rows, head_dim)` of query rows ``start .. start + rows``
-        (`query_position` `(heads, batch, rows, head_dim)`) taken as sequence cells; `columns` is
-        their `R` with the special cells when shared, else it is looked up here.
+        The attention output `(heads, batch, rows, head_dim)` of query rows ``start .. start + rows``
+        (`query_content` / `query_position` `(heads, batch, rows, head_dim)`) taken as sequence cells;
+        `column_key` is ``W_kR R + b_kR`` of sequence cells with special cells, by span and distance.
         """
-        heads, batch_size, rows, _ = query_position.shape
+        heads, batch_size, rows, head_dim = query_position.shape
         num_cells = key.size(2)
         stop = start + rows
         # Rows i of the chunk meet distances i - j from stop - 1 down to start - (cells - 1): a
@@ -317,21 +375,35 @@ class RelativeMultiHeadAttention(torch.nn.Module):
         window = sequence_key[:, num_cells - stop : 2 * num_cells - 1 - start]
         width = window.size(1)
         # (heads, batch * rows, width), column c holding distance stop - 1 - c.
-        shifted = torch.bmm(query_position.reshape(heads, batch_size * rows, self.head_dim), window.transpose(1, 2))
-        # Relative shift: entry (i, j) is column rows - 1 - i + j, a strided view (each step down a
-        # row moves width - 1 along the flat memory): (batch, heads, rows, cells).
-        position = shifted.as_strided(
-            (batch_size, heads, rows, num_cells),
-            (rows * width, batch_size * rows * width, width - 1, 1),
-            shifted.storage_offset() + rows - 1,
-        )
-        num_special = positions.special_index.size(1)
-        if num_special:
-            # The columns of the special cells, (batch, heads, rows, specials), written over.
-            if columns is None:
-                columns = positions.columns_of(start, stop)
-            index = positions.special_index[:, None, None, :].expand(-1, heads, rows, -1)
-            position = position.scatter(3, index, self._position_scores(query_position, columns))
+        shifted = torch.bmm(query_position.reshape(heads, batch_size * rows, head_dim), window.transpose(1, 2))
+        # Transformer-XL's relative shift, as views: entry (i, j) is column rows - 1 - i + j, at
+        # rows - 1 + i (width - 1) + j of a (heads x batch)'s flat rows x width scores. Slices and
+        # views only, so their backward is a plain copy (an as_strided's is not). A single row
+        # (width = cells) needs no shift.
+        position = shifted.view(heads * batch_size, rows, width)
+        if rows > 1:
+            position = (
+                shifted.view(heads * batch_size, rows * width)
+                .narrow(1, rows - 1, rows * (width - 1))
+                .view(heads * batch_size, rows, width - 1)[:, :, :num_cells]
+            )
+        # A fresh (heads, batch, rows, cells) tensor of the position scores.
+        position = position.contiguous().view(heads, batch_size, rows, num_cells)
+        if column_key is not None and positions.column_index is not None:
+            # The columns of the special cells, written over: (q_i + v) . (W_kR R_ij + b_kR) with
+            # the projected R looked up by (span, distance), in pieces of rows whose
+            # (batch, rows, specials, dim) lookups stay under `column_chunk_elements`.
+            num_special = positions.column_index.size(2)
+            step = max(1, self.column_chunk_elements // (batch_size * num_special * self.hidden_dim))
+            pieces = [
+                self._column_scores(piece, column_key, index)
+                for piece, index in zip(query_position.split(step, dim=2),
+                                        positions.column_index[:, start:stop].split(step, dim=1))
+            ]
+            # (heads, batch, rows, specials)
+            columns = torch.cat(pieces, dim=2) if len(pieces) > 1 else pieces[0]
+            index = positions.special_index[None, :, None, :].expand(heads, -1, rows, -1)
+            position.scatter_(3, index, columns)
         return self._attend(query_content, key, value, position, hidden_keys)
 
     def _special_rows(
@@ -344,24 +416,24 @@ class RelativeMultiHeadAttention(torch.nn.Module):
         hidden_keys: torch.Tensor,
     ) -> torch.Tensor:
         """
-        The attention output `(batch, heads, specials, head_dim)` of the special cells' rows
-        (`query_position` `(heads, batch, specials, head_dim)`).
+        The attention output `(heads, batch, specials, head_dim)` of the special cells' rows
+        (`query_content` / `query_position` `(heads, batch, specials, head_dim)`).
         """
-        heads, batch_size, num_special, _ = query_position.shape
-        num_cells = key.size(2)
-        # R of the special cells with chunks of key cells, each (batch, specials, keys, dim), looked
-        # up chunk by chunk unless shared.
-        keys_per_chunk = num_cells
-        if positions.rows is None:
-            keys_per_chunk = min(
-                num_cells, max(1, self.score_chunk_elements // max(1, batch_size * num_special * self.hidden_dim))
-            )
-        chunks = [
-            self._position_scores(query_position, positions.rows_of(start, start + keys_per_chunk))
-            for start in range(0, num_cells, keys_per_chunk)
-        ]
-        # (batch, heads, specials, cells)
-        position = torch.cat(chunks, dim=-1) if len(chunks) > 1 else chunks[0]
+        heads, batch_size, num_special, head_dim = query_position.shape
+        assert positions.row_table is not None and positions.column_index is not None
+        assert positions.special_pairs is not None
+        # (heads, spans x (2 extent + 1), head_dim): W_kR R + b_kR of a special cell with a sequence
+        # cell, for every span and distance.
+        row_key = self._split_heads(self.key_relative(positions.row_table).flatten(0, 1)).transpose(0, 1)
+        # Every special query with every row: (heads, batch x specials, spans x (2 extent + 1)), a
+        # small product (specials are few), then each key's entry gathered as the columns are.
+        every = torch.bmm(query_position.reshape(heads, batch_size * num_special, head_dim), row_key.transpose(1, 2))
+        index = positions.column_index.transpose(1, 2).unsqueeze(0).expand(heads, -1, -1, -1)
+        # (heads, batch, specials, cells), a fresh tensor
+        position = every.view(heads, batch_size, num_special, -1).gather(3, index)
+        # Keys that are special cells too: their own R, written over.
+        index = positions.special_index[None, :, None, :].expand(heads, -1, num_special, -1)
+        position.scatter_(3, index, self._position_scores(query_position, positions.special_pairs))
         return self._attend(query_content, key, value, position, hidden_keys)
 
     def scores(self, inputs: torch.Tensor, relative: torch.Tensor) -> torch.Tensor:

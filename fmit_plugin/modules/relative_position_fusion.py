@@ -163,6 +163,30 @@ class RelativePositionFusion(torch.nn.Module):
         indices = distances.unsqueeze(-1) + torch.arange(4, device=tables.device) * (2 * reach + 1) + reach
         return F.embedding_bag(indices, tables, mode="sum").relu_()
 
+    def span_columns(
+        self, tables: torch.Tensor, reach: int, spans: torch.Tensor, extent: int, rows: bool = False
+    ) -> torch.Tensor:
+        """
+        `R` of a cell whose head equals its tail (a sequence cell, at position ``p``) with a cell of
+        head ``h`` and tail ``h + s`` (`rows`: of the latter with the former), for every span ``s``
+        of `spans` `(spans,)` and every ``x = p - h`` from ``-extent`` to ``extent``:
+        `(spans, 2 extent + 1, dim)`. The four distances (hh, ht, th, tt) are ``x, x - s, x, x - s``
+        (`rows`: ``-x, -x, s - x, s - x``), so `R` depends on ``(s, x)`` alone; each is clamped to
+        ``[-reach, reach]``.
+        """
+        near = torch.arange(-extent, extent + 1, device=tables.device)
+        far = near - spans.unsqueeze(-1)
+        if rows:
+            near, far = -near, -far
+        far = far.clamp_(-reach, reach)
+        near = near.clamp_(-reach, reach).expand_as(far)
+        width = 2 * reach + 1
+        # (spans, 2 extent + 1, 4): rows of the hh, ht, th, tt blocks of `tables`.
+        kinds = [near, far, near, far] if not rows else [near, near, far, far]
+        indices = torch.stack([kind + k * width for k, kind in enumerate(kinds)], dim=-1) + reach
+        relative = F.embedding_bag(indices.reshape(-1, 4), tables, mode="sum").relu_()
+        return relative.view(spans.size(0), 2 * extent + 1, self.hidden_dim)
+
     def naive_forward(self, head: torch.Tensor, tail: torch.Tensor) -> torch.Tensor:
         """
         The literal Eq 9: looks up four `(batch, cells, cells, d)` sinusoid encodings, concatenates

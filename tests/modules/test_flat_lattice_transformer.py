@@ -289,15 +289,16 @@ def _literal_eq_9_and_10(encoder, inputs, mask, head, tail):
 
 
 def _chunked(encoder, chunk_elements):
-    """`encoder` with query chunks of at most `chunk_elements` per tensor (None: as built)."""
+    """`encoder` with query chunks (and pieces of the objects' columns) of at most `chunk_elements` per
+    tensor (None: as built)."""
     if chunk_elements is not None:
         for layer in encoder.layers:
             layer.attention.score_chunk_elements = chunk_elements
+            layer.attention.column_chunk_elements = chunk_elements
     return encoder
 
 
-# One chunk of query rows; chunks of a few rows; one row per chunk. With several chunks training
-# recomputes each in the backward pass.
+# One chunk of query rows; chunks of a few rows; one row per chunk.
 @pytest.mark.parametrize("chunk_elements", [None, 300, 1])
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_forward_equals_the_dense_formulation_and_literal_equations_with_gradients(chunk_elements, seed):
@@ -316,7 +317,7 @@ def test_forward_equals_the_dense_formulation_and_literal_equations_with_gradien
 
 @pytest.mark.parametrize("chunk_elements", [None, 2000])
 def test_float32_forward_matches_the_dense_formulation_to_1e_5(chunk_elements):
-    # Without a gradient each layer looks up the objects' R chunk by chunk (queries and keys).
+    # Without a gradient: the fused attention kernel, in one chunk of query rows or several.
     torch.manual_seed(0)
     encoder = _chunked(FlatLatticeTransformer(32, 2, 4, 64, dropout_prob=0.0).eval(), chunk_elements)
     lattice = _random_lattice(3, batch=4, max_words=20, max_objects=6, dim=32)
@@ -418,10 +419,10 @@ def test_no_cells_by_cells_by_dim_tensor_and_chunks_bound_the_scores():
         encoder(inputs, lattice.mask, lattice.head, lattice.tail).sum().backward()
     assert not pairs_of_cells(fast.shapes, dim)
     assert pairs_of_cells(fast.shapes, cells)  # one chunk: the (batch, heads, cells, cells) scores
-    _chunked(encoder, 1000)  # a few query rows per chunk, recomputed in backward
+    _chunked(encoder, 1000)  # a few query rows per chunk
     with _Shapes() as chunked:
         encoder(inputs, lattice.mask, lattice.head, lattice.tail).sum().backward()
-    # forward and the recomputed backward: no scores of all cells with all cells
+    # forward and backward: no scores of all cells with all cells
     assert not pairs_of_cells(chunked.shapes, cells)
     assert not pairs_of_cells(chunked.shapes, dim)
 
@@ -437,3 +438,19 @@ def test_state_dict_keys_are_those_of_existing_archives():
     ]
     expected = {"relative_position.fusion.weight", "relative_position.fusion.bias"} | {f"layers.0.{k}" for k in layer}
     assert set(encoder.state_dict()) == expected
+
+
+@pytest.mark.parametrize("grad", [False, True])
+def test_an_example_without_real_cells_leaves_the_others_unchanged(grad):
+    # Its rows see only hidden keys: uniform weights, never NaN (a NaN times the zero mask is still
+    # NaN, and would make the loss NaN).
+    encoder = _encoder(dropout_prob=0.0)
+    lattice = _random_lattice(6, batch=2)
+    mask = lattice.mask.clone()
+    mask[1] = False
+    with torch.set_grad_enabled(grad):
+        both = encoder(lattice.embeddings, mask, lattice.head, lattice.tail)
+        alone = encoder(lattice.embeddings[:1], mask[:1], lattice.head[:1], lattice.tail[:1])
+    assert torch.isfinite(both).all()
+    assert (both[1] == 0).all()
+    assert torch.allclose(both[:1], alone, atol=1e-10)

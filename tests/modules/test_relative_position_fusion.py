@@ -172,3 +172,23 @@ def test_sequence_table_is_r_of_cells_whose_head_is_their_tail():
         for j in range(6):
             # row r holds distance 5 - r; distances beyond 3 are clamped to 3 in both
             assert torch.allclose(table[5 - (i - j)], full[i, j], atol=1e-12)
+
+
+@pytest.mark.parametrize("rows", [False, True])
+def test_span_tables_are_r_of_a_sequence_cell_with_a_spanning_cell(rows):
+    # A sequence cell at p (head = tail = p) and a cell spanning h .. h + s: R depends on (s, p - h).
+    torch.manual_seed(0)
+    fusion = RelativePositionFusion(hidden_dim=8, max_distance=4).double()
+    spans = torch.tensor([0, 2, 5])
+    extent = 9  # farther than max_distance: the distances are clamped one by one
+    reach = fusion.reach(torch.tensor([[0, extent]]), torch.tensor([[0, extent]]))
+    table = fusion.span_columns(fusion.tables(reach), reach, spans, extent, rows=rows)
+    assert table.shape == (3, 2 * extent + 1, 8)
+    for k, span in enumerate(spans.tolist()):
+        for h in range(0, extent - span + 1, 3):
+            for p in range(extent + 1):
+                head = torch.tensor([[p, h]])
+                tail = torch.tensor([[p, h + span]])
+                full = fusion(head, tail)[0]
+                expected = full[1, 0] if rows else full[0, 1]
+                assert torch.allclose(table[k, p - h + extent], expected, atol=1e-12)
