@@ -109,9 +109,15 @@ class MicroBatcher(Generic[Item, Result]):
             starts.append(starts[-1] + len(items))
         results: list[Optional[Result]] = [None] * len(flat)
         missing = [len(items) for items, _ in pending]
+        items_before = self.items_run
 
         def deliver(positions: list[int], values: list[Result]) -> None:
-            # On the event loop, in the order the model thread handed the pieces over.
+            # On the event loop, in the order the model thread handed the pieces over. Counted here,
+            # before any request is answered, so /health never lags behind an answer a client holds.
+            if not self.items_run - items_before:  # the first piece of this batch
+                self.batches_run += 1
+                self.largest_batch = max(self.largest_batch, len(flat))
+            self.items_run += len(positions)
             for position, value in zip(positions, values):
                 results[position] = value
                 request = owner[position]
@@ -144,9 +150,6 @@ class MicroBatcher(Generic[Item, Result]):
                 if not future.done():
                     future.set_exception(error)
             return
-        self.batches_run += 1
-        self.items_run += len(flat)
-        self.largest_batch = max(self.largest_batch, len(flat))
 
     def close(self) -> None:
         """Stops the batching task and the model thread (after the batch it is running)."""

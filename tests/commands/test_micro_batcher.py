@@ -111,6 +111,8 @@ def test_a_request_is_answered_when_its_piece_is_done_not_when_the_batch_is():
     async def main():
         async def first():
             result = await batcher.submit([1])
+            # Counted before the answer: /health never lags behind an answer a client holds.
+            assert (batcher.batches_run, batcher.items_run) == (1, 1)
             finished.set()  # only possible before the second piece: the model thread waits for it
             return result
 
