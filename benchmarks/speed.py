@@ -40,7 +40,10 @@ ResNet-152 features, random word spans). Times are per call (all the batches of 
 Peak memory: on CUDA, `torch.cuda.max_memory_allocated` over one call minus what was allocated
 before it. On CPU, the process's resident-set high-water mark over one call minus the resident set
 before it (Linux: VmHWM is reset through /proc/self/clear_refs): memory the call actually touched,
-allocator caching included, so a little coarser than the CUDA figure.
+allocator caching included, so a little coarser than the CUDA figure. The `long` group also records,
+on CPU, the most tensor bytes alive at once during one call (`tensor_peak_memory`: the CUDA figure's
+definition), which is exact: the resident set's rise of a call of a few tens of MiB moves by a
+quarter between calls, with the allocator's reuse of what earlier calls freed.
 
 `--profile` adds the top operators (torch.profiler, self CPU time) of one call of chosen rows, and
 every inference row gets a breakdown of one call over the model's parts (forward hooks).
@@ -48,6 +51,7 @@ every inference row gets a breakdown of one call over the model's parts (forward
 Not a test: it takes about 10 minutes on 2 CPU cores.
 """
 import argparse
+import collections
 import ctypes
 import ctypes.util
 import functools
@@ -62,11 +66,14 @@ import statistics
 import sys
 import tempfile
 import time
+import weakref
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import torch
 from tango.common import Params
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 
 from fmit_plugin.common.device import autocast, move_to_device
 from fmit_plugin.common.model_paths import OFFLINE_TEXT_MODEL, resolve_model_path
@@ -254,6 +261,52 @@ def peak_memory(call: Callable[[], Any], device: torch.device) -> Optional[int]:
     return max(0, _hwm_bytes() - before)
 
 
+class _LiveTensorBytes(TorchDispatchMode):
+    """
+    The most bytes of tensor storage alive at once while it is active: every storage an operator
+    returns counts from then until the last tensor on it goes. On CPU torch keeps no allocation
+    statistics (CUDA's `max_memory_allocated` is this figure there), hence by hand; temporaries inside
+    one operator are not seen, and inputs made before are not counted.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tensors_on: collections.Counter = collections.Counter()
+        self.nbytes: dict[int, int] = {}
+        self.live = self.peak = 0
+
+    def _release(self, key: int) -> None:
+        self.tensors_on[key] -= 1
+        if not self.tensors_on[key]:
+            del self.tensors_on[key]
+            self.live -= self.nbytes.pop(key)
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        for tensor in tree_flatten(out)[0]:
+            if isinstance(tensor, torch.Tensor) and tensor.device.type != "meta":
+                storage = tensor.untyped_storage()
+                key = storage.data_ptr()
+                if key not in self.nbytes:
+                    self.nbytes[key] = storage.nbytes()
+                    self.live += storage.nbytes()
+                    self.peak = max(self.peak, self.live)
+                self.tensors_on[key] += 1
+                weakref.finalize(tensor, self._release, key)
+        return out
+
+
+def tensor_peak_memory(call: Callable[[], Any], device: torch.device) -> Optional[int]:
+    """The most tensor bytes alive at once during one `call` (CPU only; on CUDA `peak_memory` is this)."""
+    if device.type != "cpu":
+        return None
+    gc.collect()
+    with _LiveTensorBytes() as live:
+        call()
+        gc.collect()
+    return live.peak
+
+
 def run_interleaved(rows: dict[str, Callable[[], Any]], repeats: int, warmup: int, device: torch.device,
                     sets: Optional[dict[str, Callable[[], Any]]] = None) -> dict[str, list[float]]:
     """Seconds per call of every row, `repeats` rounds of one call each in turn (after `warmup`)."""
@@ -424,6 +477,8 @@ def record_group(results: dict[str, Any], group: str, setting: str, rows: dict[s
         row = summary(times[name], items)
         row["ratio_to_baseline"] = paired_ratio(times[name], times[baseline])
         row["peak_memory_bytes"] = peak_memory(call, device)
+        if group == "long":
+            row["tensor_peak_bytes"] = tensor_peak_memory(call, device)
         if extra and name in extra:
             row.update(extra[name])
         if args.profile and any(re.search(pattern, f"{group}/{setting}/{name}") for pattern in args.profile):
@@ -680,7 +735,9 @@ def render_long(results: dict[str, Any]) -> str:
         + ("Commands, run side by side: " + " and ".join(f"`{c}`" for c in results["commands"])
            if "commands" in results else f"Command: `{results['command']}`") + ".",
         "Batch 16, d = 512, 8 heads, feed-forward 2048, 3 layers; time in ms per call, median (interquartile "
-        "range); ratios are medians (range) of per-round ratios; peak MiB as in the table above; growth is the "
+        "range); ratios are medians (range) of per-round ratios; peak MiB as in the table above (the resident "
+        "set's rise); tensor MiB: the most tensor bytes alive at once in one call (what CUDA's "
+        "`max_memory_allocated` counts, taken by hand on CPU), exact and the same in every run; growth is the "
         "row's time (memory) over the previous length's.",
         "",
     ]
@@ -700,15 +757,18 @@ def render_long(results: dict[str, Any]) -> str:
                     return "-"
                 return f"{row[key] / before[key]:.1f}x"
 
-            memory_ratio = (f"{fmit['peak_memory_bytes'] / plain['peak_memory_bytes']:.2f}"
-                            if fmit["peak_memory_bytes"] and plain["peak_memory_bytes"] else "n/a")
+            def memory_ratio(key: str, fmit: Row = fmit, plain: Row = plain) -> str:
+                return f"{fmit[key] / plain[key]:.2f}" if fmit.get(key) and plain.get(key) else "n/a"
+
             rows.append([
                 f"{entry['words']} + 8 ({entry['cells']} cells)",
                 _time(plain), _time(fmit), _ratio(fmit),
                 _time(dense) if dense else "not run",
                 (lambda r: f"{r['median']:.2f} ({r['min']:.2f}-{r['max']:.2f})")(fmit["ratio_to_dense"]) if dense
                 else "-",
-                _mib(plain["peak_memory_bytes"]), _mib(fmit["peak_memory_bytes"]), memory_ratio,
+                _mib(plain["peak_memory_bytes"]), _mib(fmit["peak_memory_bytes"]), memory_ratio("peak_memory_bytes"),
+                _mib(plain.get("tensor_peak_bytes")), _mib(fmit.get("tensor_peak_bytes")),
+                memory_ratio("tensor_peak_bytes"),
                 _mib(dense["peak_memory_bytes"]) if dense else "-",
                 f"{entry['dense_R_bytes'] / 2**30:.2f}",
                 f"{growth(PLAIN, plain, 'median_s')} / {growth(FMIT_L3, fmit, 'median_s')}",
@@ -717,7 +777,8 @@ def render_long(results: dict[str, Any]) -> str:
             previous = {PLAIN: plain, FMIT_L3: fmit}
         lines.append(markdown_table(
             ["L words + objects", "plain ms", "FMIT ms", "FMIT x plain", "dense-R ms", "FMIT x dense",
-             "plain MiB", "FMIT MiB", "FMIT mem x plain", "dense MiB", "dense R alone GiB",
+             "plain MiB", "FMIT MiB", "FMIT mem x plain", "plain tensor MiB", "FMIT tensor MiB",
+             "FMIT tensor x plain", "dense MiB", "dense R alone GiB",
              "time growth plain / FMIT", "memory growth plain / FMIT"], rows))
     return "\n".join(lines)
 

@@ -65,6 +65,9 @@ class RelativePositions(NamedTuple):
         The same for `R` of a special cell with a sequence cell (`span_columns(rows=True)`).
     special_pairs : `torch.Tensor`, optional
         `R` of the special cells with each other, `(batch, specials, specials, dim)`.
+    first_hidden : `int`
+        The first cell that is padding in some example (`cells` if none is): keys before it are
+        never masked, so masking touches only the columns from it on (few, as padding is trailing).
     """
 
     fusion: RelativePositionFusion
@@ -80,6 +83,7 @@ class RelativePositions(NamedTuple):
     column_index: Optional[torch.Tensor]
     row_table: Optional[torch.Tensor]
     special_pairs: Optional[torch.Tensor]
+    first_hidden: int
 
     @classmethod
     def of(
@@ -101,10 +105,11 @@ class RelativePositions(NamedTuple):
         # distance between the batch's positions set the shapes.
         if num_cells:
             highest, lowest = torch.maximum(head, tail).max(), torch.minimum(head, tail).min()
-            num_special, extent = (int(value) for value in torch.stack(
-                [special.sum(dim=1).max(), highest - lowest]).tolist())
+            first_hidden_cell = torch.where(mask, num_cells, cell).min()
+            num_special, extent, first_hidden = (int(value) for value in torch.stack(
+                [special.sum(dim=1).max(), highest - lowest, first_hidden_cell]).tolist())
         else:
-            num_special = extent = 0
+            num_special = extent = first_hidden = 0
         # Special cells first, then the others, each group in cell order.
         special_index = torch.argsort(torch.where(special, cell, cell + num_cells), dim=1)[:, :num_special]
         # Two sequence cells are never farther apart than `reach`; the `sequence` rows beyond it
@@ -138,6 +143,7 @@ class RelativePositions(NamedTuple):
             column_index,
             row_table,
             special_pairs,
+            first_hidden,
         )
 
 
@@ -173,10 +179,11 @@ class RelativeMultiHeadAttention(torch.nn.Module):
     values; each chunk keeps its probabilities for the backward pass, as plain attention does.
 
     The queries go in chunks of rows whose per-chunk tensors stay under `score_chunk_elements`
-    (rounded to the kernel's blocks of `kernel_rows` rows): temporaries reused by the allocator
-    rather than faulted in fresh, and a window of the table only as wide as the cells plus the
-    chunk's rows. `dense_forward` is the `(batch, L, L, d)` formulation this replaced, kept as the
-    reference the tests and the speed benchmark compare with.
+    and `score_chunk_inputs` times the layer's input (rounded to the kernel's blocks of
+    `kernel_rows` rows): temporaries reused by the allocator rather than faulted in fresh, and a
+    window of the table only as wide as the cells plus the chunk's rows. `dense_forward` is the
+    `(batch, L, L, d)` formulation this replaced, kept as the reference the tests and the speed
+    benchmark compare with.
 
     # Parameters
 
@@ -188,14 +195,18 @@ class RelativeMultiHeadAttention(torch.nn.Module):
         Dropout on the attention probabilities.
     """
 
-    # Largest tensor of one chunk of query rows, in elements (32 MiB in float32): large enough
-    # for the attention kernel's blocks of rows, small enough to stay in cache-friendly sizes
+    # Largest tensor of one chunk of query rows, in elements (32 MiB in float32) and in the layer's
+    # inputs (batch x cells x dim elements each): large enough for the attention kernel's blocks of
+    # rows, small enough that the attention never holds more than the feed-forward layer does
+    # (its hidden activations are four inputs), so the layer's peak stays that of plain attention
     # (measured, docs/speed.md).
     score_chunk_elements = 2**23
+    score_chunk_inputs = 2
     kernel_rows = 32
-    # Largest lookup of the special cells' columns, in elements (4 MiB in float32): pieces of a
-    # chunk's rows, so that it weighs no more than a few of the layer's activations at any length.
+    # Largest lookup of the special cells' columns, in elements (4 MiB in float32) and in inputs:
+    # pieces of a chunk's rows, so that it and its product weigh two inputs at any length.
     column_chunk_elements = 2**20
+    column_chunk_inputs = 1
 
     def __init__(self, hidden_dim: int, num_heads: int, attention_dropout: float = 0.0) -> None:
         super().__init__()
@@ -242,13 +253,16 @@ class RelativeMultiHeadAttention(torch.nn.Module):
         value = self._head_major(self._split_heads(self.value(inputs)))
         # (heads, 2 cells - 1, head_dim): W_kR R + b_kR for every sequence distance.
         sequence_key = self._split_heads(self.key_relative(positions.sequence)).transpose(0, 1)
-        # Padding keys are hidden, so they cannot influence real cells: (1, batch, 1, cells).
-        hidden_keys = ~mask.bool()[None, :, None, :]
+        # Padding keys are hidden, so they cannot influence real cells: (1, batch, 1, cells - first
+        # hidden), the columns from the first one that is padding somewhere (`mask` is the one
+        # `positions` was made with).
+        hidden_keys = ~mask.bool()[None, :, None, positions.first_hidden :]
         num_special = positions.special_index.size(1)
         # Elements per query row of the largest chunk tensor: its position products (as wide as
         # the cells plus the chunk's rows).
         per_row = batch_size * heads * 2 * num_cells
-        rows_per_chunk = max(1, self.score_chunk_elements // per_row)
+        input_elements = batch_size * num_cells * self.hidden_dim
+        rows_per_chunk = max(1, min(self.score_chunk_elements, self.score_chunk_inputs * input_elements) // per_row)
         if rows_per_chunk >= self.kernel_rows:
             # The attention kernel takes query rows in blocks of 32 (on CPU): a chunk of 33 costs
             # as much as one of 64.
@@ -297,12 +311,14 @@ class RelativeMultiHeadAttention(torch.nn.Module):
         """
         Softmax attention of the (scaled) queries `(heads, batch, rows, head_dim)` with the additive
         scaled position scores `position` `(heads, batch, rows, cells)`, a fresh tensor that is
-        changed in place -> `(heads, batch, rows, head_dim)`.
+        changed in place, and whether the last keys are padding, `hidden_keys` `(1, batch, 1, last)`
+        -> `(heads, batch, rows, head_dim)`.
         """
         heads, batch_size, rows, num_cells = position.shape
         # The smallest float, not -inf: an example without any real cell gets uniform weights, not
         # NaN; adding a content score to it leaves it as it is.
-        position.masked_fill_(hidden_keys, torch.finfo(position.dtype).min)
+        if hidden_keys.size(-1):
+            position[..., num_cells - hidden_keys.size(-1) :].masked_fill_(hidden_keys, torch.finfo(position.dtype).min)
         dropout = self.dropout.p if self.training else 0.0
         if not torch.is_grad_enabled():
             # A fused kernel that adds the content term itself and never forms the probabilities:
@@ -392,9 +408,12 @@ class RelativeMultiHeadAttention(torch.nn.Module):
         if column_key is not None and positions.column_index is not None:
             # The columns of the special cells, written over: (q_i + v) . (W_kR R_ij + b_kR) with
             # the projected R looked up by (span, distance), in pieces of rows whose
-            # (batch, rows, specials, dim) lookups stay under `column_chunk_elements`.
+            # (batch, rows, specials, dim) lookups stay under `column_chunk_elements` and
+            # `column_chunk_inputs`.
             num_special = positions.column_index.size(2)
-            step = max(1, self.column_chunk_elements // (batch_size * num_special * self.hidden_dim))
+            input_elements = batch_size * num_cells * self.hidden_dim
+            budget = min(self.column_chunk_elements, self.column_chunk_inputs * input_elements)
+            step = max(1, budget // (batch_size * num_special * self.hidden_dim))
             pieces = [
                 self._column_scores(piece, column_key, index)
                 for piece, index in zip(query_position.split(step, dim=2),

@@ -415,6 +415,13 @@ def test_no_cells_by_cells_by_dim_tensor_and_chunks_bound_the_scores():
     with _Shapes() as dense:
         encoder.dense_forward(inputs, lattice.mask, lattice.head, lattice.tail).sum().backward()
     assert pairs_of_cells(dense.shapes, dim)  # the recorder sees R where there is one
+    with _Shapes() as built:
+        encoder(inputs, lattice.mask, lattice.head, lattice.tail).sum().backward()
+    assert not pairs_of_cells(built.shapes, dim)
+    # As built, a chunk's scores weigh at most two layer inputs: 2 x 64 / (2 x heads) = 32 rows < 35.
+    assert not pairs_of_cells(built.shapes, cells)
+    for layer in encoder.layers:
+        layer.attention.score_chunk_inputs = 1000
     with _Shapes() as fast:
         encoder(inputs, lattice.mask, lattice.head, lattice.tail).sum().backward()
     assert not pairs_of_cells(fast.shapes, dim)
