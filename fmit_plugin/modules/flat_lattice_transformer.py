@@ -276,9 +276,18 @@ class RelativeMultiHeadAttention(torch.nn.Module):
         column_key = (
             self.key_relative(positions.column_table).flatten(0, 1) if positions.column_table is not None else None
         )
+        # Without a gradient every chunk's position products and scores go to two buffers made once,
+        # as large as the first (largest) chunk's, not to fresh tensors per chunk that the allocator
+        # keeps apart from each other (the process's memory grew by half again at 1024 words) and
+        # the OS faults in anew. With a gradient each chunk's scores stay for the backward pass.
+        buffers = None
+        if not torch.is_grad_enabled():
+            first = heads * batch_size * rows_per_chunk
+            buffers = (query_position.new_empty(first * (num_cells + rows_per_chunk - 1)),
+                       query_position.new_empty(first * num_cells))
         chunks = [
             self._sequence_rows(content, position, key, value, sequence_key, column_key, positions, hidden_keys,
-                                start)
+                                start, buffers)
             for start, content, position in zip(
                 starts, query_content.split(rows_per_chunk, dim=2), query_position.split(rows_per_chunk, dim=2)
             )
@@ -377,11 +386,13 @@ class RelativeMultiHeadAttention(torch.nn.Module):
         positions: RelativePositions,
         hidden_keys: torch.Tensor,
         start: int,
+        buffers: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
     ) -> torch.Tensor:
         """
         The attention output `(heads, batch, rows, head_dim)` of query rows ``start .. start + rows``
         (`query_content` / `query_position` `(heads, batch, rows, head_dim)`) taken as sequence cells;
-        `column_key` is ``W_kR R + b_kR`` of sequence cells with special cells, by span and distance.
+        `column_key` is ``W_kR R + b_kR`` of sequence cells with special cells, by span and distance;
+        `buffers`, flat, hold the position products and scores where given (no gradient).
         """
         heads, batch_size, rows, head_dim = query_position.shape
         num_cells = key.size(2)
@@ -391,7 +402,12 @@ class RelativeMultiHeadAttention(torch.nn.Module):
         window = sequence_key[:, num_cells - stop : 2 * num_cells - 1 - start]
         width = window.size(1)
         # (heads, batch * rows, width), column c holding distance stop - 1 - c.
-        shifted = torch.bmm(query_position.reshape(heads, batch_size * rows, head_dim), window.transpose(1, 2))
+        product = (query_position.reshape(heads, batch_size * rows, head_dim), window.transpose(1, 2))
+        if buffers is None:
+            shifted = torch.bmm(*product)
+        else:
+            shifted = torch.bmm(*product, out=buffers[0][: heads * batch_size * rows * width].view(
+                heads, batch_size * rows, width))
         # Transformer-XL's relative shift, as views: entry (i, j) is column rows - 1 - i + j, at
         # rows - 1 + i (width - 1) + j of a (heads x batch)'s flat rows x width scores. Slices and
         # views only, so their backward is a plain copy (an as_strided's is not). A single row
@@ -403,8 +419,12 @@ class RelativeMultiHeadAttention(torch.nn.Module):
                 .narrow(1, rows - 1, rows * (width - 1))
                 .view(heads * batch_size, rows, width - 1)[:, :, :num_cells]
             )
-        # A fresh (heads, batch, rows, cells) tensor of the position scores.
-        position = position.contiguous().view(heads, batch_size, rows, num_cells)
+        # A fresh (heads, batch, rows, cells) tensor of the position scores (or the buffer's).
+        if buffers is None:
+            position = position.contiguous().view(heads, batch_size, rows, num_cells)
+        else:
+            scores = buffers[1][: heads * batch_size * rows * num_cells].view(heads, batch_size, rows, num_cells)
+            position = scores.copy_(position.view(heads, batch_size, rows, num_cells))
         if column_key is not None and positions.column_index is not None:
             # The columns of the special cells, written over: (q_i + v) . (W_kR R_ij + b_kR) with
             # the projected R looked up by (span, distance), in pieces of rows whose

@@ -315,9 +315,10 @@ def test_forward_equals_the_dense_formulation_and_literal_equations_with_gradien
     assert (encoded[~lattice.mask] == 0).all()
 
 
-@pytest.mark.parametrize("chunk_elements", [None, 2000])
+@pytest.mark.parametrize("chunk_elements", [None, 2000, 1])
 def test_float32_forward_matches_the_dense_formulation_to_1e_5(chunk_elements):
-    # Without a gradient: the fused attention kernel, in one chunk of query rows or several.
+    # Without a gradient: the fused attention kernel, in one chunk of query rows, several or one row
+    # each (every chunk reuses the buffers of the first).
     torch.manual_seed(0)
     encoder = _chunked(FlatLatticeTransformer(32, 2, 4, 64, dropout_prob=0.0).eval(), chunk_elements)
     lattice = _random_lattice(3, batch=4, max_words=20, max_objects=6, dim=32)
