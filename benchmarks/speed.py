@@ -698,6 +698,8 @@ def long_group(args: argparse.Namespace, device: torch.device, results: dict[str
             forward_rows[name] = forward
             train_rows[name] = step
         for mode, rows in (("forward", forward_rows), ("training step", train_rows)):
+            if mode not in args.long_modes:
+                continue
             setting = f"{mode}, 16 x ({words} words + 8 objects)"
             record_group(results, "long", setting, rows, BATCH_SIZE, args, device, baseline=PLAIN, extra=extra)
             entry = results["groups"]["long"][setting]
@@ -919,6 +921,9 @@ def main() -> None:
     parser.add_argument("--long-dense-words", type=int, default=512,
                         help="longest input of the long group the dense-R formulation runs on")
     parser.add_argument("--long-repeats", type=int, default=3, help="rounds of the long group")
+    parser.add_argument("--long-modes", nargs="+", choices=["forward", "training step"],
+                        default=["forward", "training step"],
+                        help="what the long group measures (more rounds of one mode at one length, say)")
     parser.add_argument("--bucketing-tweets", type=int, default=2048, help="tweets of the bucketing group")
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "twitter2015" / "train.txt"))
     parser.add_argument("--seed", type=int, default=13370)

@@ -249,8 +249,11 @@ class RelativeMultiHeadAttention(torch.nn.Module):
         query_content = self._head_major(torch.add(query, self.u).mul_(scale))
         query_position = self._head_major(torch.add(query, self.v).mul_(scale))
         del query  # peak memory: only the layer's head-major tensors stay
-        key = self._head_major(self._split_heads(self.key(inputs)))
-        value = self._head_major(self._split_heads(self.value(inputs)))
+        # Without a gradient the attention kernel reads keys and values as strided views; the
+        # explicit softmax's products need them contiguous.
+        head_major = self._head_major if torch.is_grad_enabled() else self._head_major_view
+        key = head_major(self._split_heads(self.key(inputs)))
+        value = head_major(self._split_heads(self.value(inputs)))
         # (heads, 2 cells - 1, head_dim): W_kR R + b_kR for every sequence distance.
         sequence_key = self._split_heads(self.key_relative(positions.sequence)).transpose(0, 1)
         # Padding keys are hidden, so they cannot influence real cells: (1, batch, 1, cells - first
@@ -276,22 +279,22 @@ class RelativeMultiHeadAttention(torch.nn.Module):
         column_key = (
             self.key_relative(positions.column_table).flatten(0, 1) if positions.column_table is not None else None
         )
-        # Without a gradient every chunk's position products and scores go to two buffers made once,
-        # as large as the first (largest) chunk's, not to fresh tensors per chunk that the allocator
-        # keeps apart from each other (the process's memory grew by half again at 1024 words) and
-        # the OS faults in anew. With a gradient each chunk's scores stay for the backward pass.
-        buffers = None
+        # Without a gradient every chunk's position products go to one buffer made once, as large
+        # as the first (largest) chunk's, and its scores are a strided view of them: not fresh
+        # tensors per chunk that the allocator keeps apart from each other (the process's memory
+        # grew by half again at 1024 words) and the OS faults in anew. With a gradient each chunk's
+        # scores stay for the backward pass.
+        buffer = None
         if not torch.is_grad_enabled():
-            first = heads * batch_size * rows_per_chunk
-            buffers = (query_position.new_empty(first * (num_cells + rows_per_chunk - 1)),
-                       query_position.new_empty(first * num_cells))
+            buffer = query_position.new_empty(heads * batch_size * rows_per_chunk * (num_cells + rows_per_chunk - 1))
         chunks = [
             self._sequence_rows(content, position, key, value, sequence_key, column_key, positions, hidden_keys,
-                                start, buffers)
+                                start, buffer)
             for start, content, position in zip(
                 starts, query_content.split(rows_per_chunk, dim=2), query_position.split(rows_per_chunk, dim=2)
             )
         ]
+        del buffer  # peak memory: not held while the rest of the layer runs
         # (heads, batch, cells, head_dim), a fresh tensor; the chunks go as soon as it is made.
         attended = torch.cat(chunks, dim=2) if len(chunks) > 1 else chunks[0]
         del chunks
@@ -308,6 +311,11 @@ class RelativeMultiHeadAttention(torch.nn.Module):
     def _head_major(x: torch.Tensor) -> torch.Tensor:
         # (batch, cells, heads, head_dim) -> (heads, batch, cells, head_dim), contiguous
         return x.permute(2, 0, 1, 3).contiguous()
+
+    @staticmethod
+    def _head_major_view(x: torch.Tensor) -> torch.Tensor:
+        # (batch, cells, heads, head_dim) -> (heads, batch, cells, head_dim), a view
+        return x.permute(2, 0, 1, 3)
 
     def _attend(
         self,
@@ -386,13 +394,13 @@ class RelativeMultiHeadAttention(torch.nn.Module):
         positions: RelativePositions,
         hidden_keys: torch.Tensor,
         start: int,
-        buffers: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
+        buffer: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
         """
         The attention output `(heads, batch, rows, head_dim)` of query rows ``start .. start + rows``
         (`query_content` / `query_position` `(heads, batch, rows, head_dim)`) taken as sequence cells;
         `column_key` is ``W_kR R + b_kR`` of sequence cells with special cells, by span and distance;
-        `buffers`, flat, hold the position products and scores where given (no gradient).
+        `buffer`, flat, holds the position products and scores where given (no gradient).
         """
         heads, batch_size, rows, head_dim = query_position.shape
         num_cells = key.size(2)
@@ -403,10 +411,10 @@ class RelativeMultiHeadAttention(torch.nn.Module):
         width = window.size(1)
         # (heads, batch * rows, width), column c holding distance stop - 1 - c.
         product = (query_position.reshape(heads, batch_size * rows, head_dim), window.transpose(1, 2))
-        if buffers is None:
+        if buffer is None:
             shifted = torch.bmm(*product)
         else:
-            shifted = torch.bmm(*product, out=buffers[0][: heads * batch_size * rows * width].view(
+            shifted = torch.bmm(*product, out=buffer[: heads * batch_size * rows * width].view(
                 heads, batch_size * rows, width))
         # Transformer-XL's relative shift, as views: entry (i, j) is column rows - 1 - i + j, at
         # rows - 1 + i (width - 1) + j of a (heads x batch)'s flat rows x width scores. Slices and
@@ -419,12 +427,12 @@ class RelativeMultiHeadAttention(torch.nn.Module):
                 .narrow(1, rows - 1, rows * (width - 1))
                 .view(heads * batch_size, rows, width - 1)[:, :, :num_cells]
             )
-        # A fresh (heads, batch, rows, cells) tensor of the position scores (or the buffer's).
-        if buffers is None:
-            position = position.contiguous().view(heads, batch_size, rows, num_cells)
-        else:
-            scores = buffers[1][: heads * batch_size * rows * num_cells].view(heads, batch_size, rows, num_cells)
-            position = scores.copy_(position.view(heads, batch_size, rows, num_cells))
+        # The (heads, batch, rows, cells) position scores: a fresh tensor (the explicit softmax's
+        # products need it contiguous), or without a gradient the view of the buffer, written in
+        # place (the attention kernel reads a mask with any row stride).
+        if buffer is None:
+            position = position.contiguous()
+        position = position.view(heads, batch_size, rows, num_cells)
         if column_key is not None and positions.column_index is not None:
             # The columns of the special cells, written over: (q_i + v) . (W_kR R_ij + b_kR) with
             # the projected R looked up by (span, distance), in pieces of rows whose
