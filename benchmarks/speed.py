@@ -811,7 +811,7 @@ def render(results: dict[str, Any]) -> str:
         f"padded word slots {100 * padding['word_slots']:.0f}%, word pieces {100 * padding['word_pieces']:.0f}%, "
         f"lattice cells {100 * padding['lattice_cells']:.0f}%); "
         f"{results['repeats']} rounds ({results['fusion_repeats']} for the fusion). "
-        f"Command: `{results['command']}`.",
+        f"Command: `{results['command']}`" + (f" ({results['note']})" if results.get("note") else "") + ".",
         "Times are milliseconds per set of batches, median (interquartile range); ratios are medians (range) "
         "of per-round ratios to the group's first row.",
         "",
