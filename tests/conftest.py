@@ -2,6 +2,7 @@
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -78,3 +79,16 @@ def tiny_config(tiny_bert: Path, data_dir: Path = TWITTER_FIXTURES, **model_over
             "seed": 1,
         },
     }
+
+
+def train_tiny(tiny_bert: Path, directory: Path, **trainer: Any) -> Path:
+    """Trains the `tiny_config` tagger into `directory`, its trainer keys changed by `trainer` (say
+    `num_epochs=1`); returns `directory`, which then holds `model.tar.gz`."""
+    from tango.common import Params
+
+    from fmit_plugin.commands.train import train_model
+
+    config = tiny_config(tiny_bert)
+    config["trainer"].update(trainer)
+    train_model(Params(config), directory)
+    return directory

@@ -12,7 +12,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -113,6 +113,21 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def wait_until_healthy(process: subprocess.Popen, url: str, timeout: float, read_log: Callable[[], str]) -> None:
+    """Returns once the `allennlp serve` `process` answers `url`/health; raises with the end of its log if
+    it exits or does not answer within `timeout` seconds."""
+    deadline = time.time() + timeout
+    while True:
+        if process.poll() is not None or time.time() > deadline:
+            raise RuntimeError(f"allennlp serve did not come up (exit {process.poll()}):\n{read_log()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url + "/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+
+
 @contextlib.contextmanager
 def running_server(run: Path, *arguments: str, timeout: float = 180.0) -> Iterator[str]:
     """A real `allennlp serve RUN` subprocess on a free loopback port; yields its base URL once /health
@@ -124,19 +139,13 @@ def running_server(run: Path, *arguments: str, timeout: float = 180.0) -> Iterat
     log = tempfile.TemporaryFile()
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
+
+    def read_log() -> str:
+        log.seek(0)
+        return log.read().decode("utf-8", "replace")
+
     try:
-        deadline = time.time() + timeout
-        while True:
-            if process.poll() is not None or time.time() > deadline:
-                log.seek(0)
-                raise RuntimeError(f"allennlp serve did not come up (exit {process.poll()}):\n"
-                                   + log.read().decode("utf-8", "replace")[-3000:])
-            try:
-                with urllib.request.urlopen(url + "/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.3)
+        wait_until_healthy(process, url, timeout, read_log)
         yield url
     finally:
         process.terminate()

@@ -3,20 +3,15 @@ report the figures, and write the prediction lines, of one process."""
 import json
 
 import pytest
-from tango.common import Params
 
-from fmit_plugin.commands.train import train_model
 from tests.commands.distributed_helpers import alone, torchrun
-from tests.conftest import TWITTER_FIXTURES, tiny_config
+from tests.conftest import TWITTER_FIXTURES, train_tiny
 
 
 @pytest.fixture(scope="module")
 def archive(tiny_bert, tmp_path_factory):
     directory = tmp_path_factory.mktemp("distributed_evaluate") / "run"
-    config = tiny_config(tiny_bert)
-    config["trainer"]["num_epochs"] = 3
-    train_model(Params(config), directory)
-    return directory / "model.tar.gz"
+    return train_tiny(tiny_bert, directory, num_epochs=3) / "model.tar.gz"
 
 
 def _evaluate(archive, name, directory):

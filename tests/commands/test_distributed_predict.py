@@ -6,7 +6,7 @@ from tango.common import Params
 
 from fmit_plugin.commands.train import train_model
 from tests.commands.distributed_helpers import alone, torchrun, visual_reader, write_image_tweets
-from tests.conftest import tiny_config
+from tests.conftest import tiny_config, train_tiny
 
 WORDS = "Zorp visits Blix today with Ana Lee at Quib and the team".split()
 
@@ -14,10 +14,7 @@ WORDS = "Zorp visits Blix today with Ana Lee at Quib and the team".split()
 @pytest.fixture(scope="module")
 def archive(tiny_bert, tmp_path_factory):
     directory = tmp_path_factory.mktemp("distributed_predict") / "run"
-    config = tiny_config(tiny_bert)
-    config["trainer"]["num_epochs"] = 1
-    train_model(Params(config), directory)
-    return directory / "model.tar.gz"
+    return train_tiny(tiny_bert, directory, num_epochs=1) / "model.tar.gz"
 
 
 @pytest.fixture

@@ -3,23 +3,17 @@ import json
 import shutil
 
 import pytest
-from tango.common import Params
 
 from fmit_plugin.commands.evaluate import evaluate_archive
-from fmit_plugin.commands.train import train_model
 from fmit_plugin.data import dataset_fingerprint
 from fmit_plugin.data.dataset_fingerprint import KnownDatasetVersion, file_sha256
 from tests.bad_input_helpers import write_run
-from tests.conftest import TWITTER_FIXTURES, tiny_config
+from tests.conftest import TWITTER_FIXTURES, train_tiny
 
 
 @pytest.fixture(scope="module")
 def archive(tiny_bert, tmp_path_factory):
-    directory = tmp_path_factory.mktemp("evaluate") / "run"
-    config = tiny_config(tiny_bert)
-    config["trainer"]["num_epochs"] = 1
-    train_model(Params(config), directory)
-    return directory / "model.tar.gz"
+    return train_tiny(tiny_bert, tmp_path_factory.mktemp("evaluate") / "run", num_epochs=1) / "model.tar.gz"
 
 
 def test_evaluate_prints_and_writes_the_fingerprint_and_known_version(archive, tmp_path, monkeypatch, capsys):

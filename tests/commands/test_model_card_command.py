@@ -1,15 +1,11 @@
 import pytest
-from tango.common import Params
 
 from fmit_plugin.commands import main
-from fmit_plugin.commands.train import train_model
-from tests.conftest import tiny_config
+from tests.conftest import train_tiny
 
 
 def test_model_card_command_prints_and_writes_the_card(tiny_bert, tmp_path, capsys):
-    config = tiny_config(tiny_bert)
-    config["trainer"]["num_epochs"] = 1
-    train_model(Params(config), tmp_path / "run")
+    train_tiny(tiny_bert, tmp_path / "run", num_epochs=1)
     capsys.readouterr()
     main(argv=["model-card", str(tmp_path / "run" / "model.tar.gz"), "--output-file", str(tmp_path / "card.md")])
     printed = capsys.readouterr().out

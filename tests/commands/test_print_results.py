@@ -4,13 +4,11 @@ import json
 import statistics
 
 import pytest
-from tango.common import Params
 from tango.common.exceptions import ConfigurationError
 
 from fmit_plugin.commands import main
 from fmit_plugin.commands.print_results import results_table
-from fmit_plugin.commands.train import train_model
-from tests.conftest import tiny_config
+from tests.conftest import train_tiny
 
 KEY = "test_f1-measure-overall"
 
@@ -19,9 +17,7 @@ KEY = "test_f1-measure-overall"
 def runs(tiny_bert, tmp_path_factory):
     root = tmp_path_factory.mktemp("results")
     for seed in (1, 2):
-        config = tiny_config(tiny_bert)
-        config["trainer"].update(num_epochs=1, seed=seed)
-        train_model(Params(config), root / f"crf_seed{seed}")
+        train_tiny(tiny_bert, root / f"crf_seed{seed}", num_epochs=1, seed=seed)
     return root
 
 

@@ -4,7 +4,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -12,7 +11,16 @@ from pathlib import Path
 import pytest
 
 from fmit_plugin.commands import create_parser
-from tests.serve_helpers import ROOT, demo_images, demo_sidecar, demo_tweet, free_port, running_server, write_visual_run
+from tests.serve_helpers import (
+    ROOT,
+    demo_images,
+    demo_sidecar,
+    demo_tweet,
+    free_port,
+    running_server,
+    wait_until_healthy,
+    write_visual_run,
+)
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
@@ -88,15 +96,7 @@ def test_several_workers_each_load_the_model_answer_and_shut_down_cleanly(tmp_pa
                                    cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT)
         try:
             url = f"http://127.0.0.1:{port}"
-            deadline = time.time() + 180
-            while True:
-                assert process.poll() is None and time.time() < deadline, log.read_text()[-3000:]
-                try:
-                    with urllib.request.urlopen(url + "/health", timeout=2) as response:
-                        if response.status == 200:
-                            break
-                except OSError:
-                    time.sleep(0.3)
+            wait_until_healthy(process, url, 180, log.read_text)
             assert len(_spawned_children(process.pid)) == 2, log.read_text()[-3000:]
             for _ in range(6):  # fresh connections: the workers share the listening socket
                 status, answer = _post(url + "/predict", {"tokens": demo_tweet("syn_test_00000")})

@@ -11,22 +11,16 @@ import zlib
 from pathlib import Path
 
 import pytest
-from tango.common import Params
 from tango.common.exceptions import ConfigurationError
 
-from fmit_plugin.commands.train import train_model
 from fmit_plugin.models.archival import archive_model, load_archive, max_unpacked_bytes
 from fmit_plugin.vision.feature_store import FeatureStore
-from tests.conftest import tiny_config
+from tests.conftest import train_tiny
 
 
 @pytest.fixture(scope="module")
 def run(tiny_bert, tmp_path_factory):
-    directory = tmp_path_factory.mktemp("archive") / "run"
-    config = tiny_config(tiny_bert)
-    config["trainer"]["num_epochs"] = 1
-    train_model(Params(config), directory)
-    return directory
+    return train_tiny(tiny_bert, tmp_path_factory.mktemp("archive") / "run", num_epochs=1)
 
 
 def test_archive_holds_config_vocabulary_and_weights(run):

@@ -2,25 +2,18 @@ import json
 import tarfile
 
 import pytest
-from tango.common import Params
 
-from fmit_plugin.commands.train import train_model
 from fmit_plugin.common.run_environment import PACKAGES
 from fmit_plugin.data.dataset_fingerprint import file_sha256
 from fmit_plugin.models.archival import read_archive_meta
 from fmit_plugin.models.model_card import render_model_card
 from fmit_plugin.version import VERSION
-from tests.conftest import TWITTER_FIXTURES, tiny_config
+from tests.conftest import TWITTER_FIXTURES, train_tiny
 
 
 @pytest.fixture(scope="module")
 def run(tiny_bert, tmp_path_factory):
-    directory = tmp_path_factory.mktemp("card") / "run"
-    config = tiny_config(tiny_bert)
-    config["trainer"]["num_epochs"] = 1
-    config["trainer"]["seed"] = 7
-    train_model(Params(config), directory)
-    return directory
+    return train_tiny(tiny_bert, tmp_path_factory.mktemp("card") / "run", num_epochs=1, seed=7)
 
 
 def test_archive_meta_and_metrics_hold_the_training_record(run):
