@@ -251,9 +251,9 @@ class RelativeMultiHeadAttention(torch.nn.Module):
         del query  # peak memory: only the layer's head-major tensors stay
         # Without a gradient the attention kernel reads keys and values as strided views; the
         # explicit softmax's products need them contiguous.
-        head_major = self._head_major if torch.is_grad_enabled() else self._head_major_view
-        key = head_major(self._split_heads(self.key(inputs)))
-        value = head_major(self._split_heads(self.value(inputs)))
+        contiguous = torch.is_grad_enabled()
+        key = self._head_major(self._split_heads(self.key(inputs)), contiguous)
+        value = self._head_major(self._split_heads(self.value(inputs)), contiguous)
         # (heads, 2 cells - 1, head_dim): W_kR R + b_kR for every sequence distance.
         sequence_key = self._split_heads(self.key_relative(positions.sequence)).transpose(0, 1)
         # Padding keys are hidden, so they cannot influence real cells: (1, batch, 1, cells - first
@@ -308,14 +308,10 @@ class RelativeMultiHeadAttention(torch.nn.Module):
         return self.output(attended.permute(1, 2, 0, 3).reshape(batch_size, num_cells, self.hidden_dim))
 
     @staticmethod
-    def _head_major(x: torch.Tensor) -> torch.Tensor:
-        # (batch, cells, heads, head_dim) -> (heads, batch, cells, head_dim), contiguous
-        return x.permute(2, 0, 1, 3).contiguous()
-
-    @staticmethod
-    def _head_major_view(x: torch.Tensor) -> torch.Tensor:
-        # (batch, cells, heads, head_dim) -> (heads, batch, cells, head_dim), a view
-        return x.permute(2, 0, 1, 3)
+    def _head_major(x: torch.Tensor, contiguous: bool = True) -> torch.Tensor:
+        # (batch, cells, heads, head_dim) -> (heads, batch, cells, head_dim), contiguous or a view
+        x = x.permute(2, 0, 1, 3)
+        return x.contiguous() if contiguous else x
 
     def _attend(
         self,
