@@ -146,6 +146,22 @@ class RelativePositions(NamedTuple):
             first_hidden,
         )
 
+    def examples(self, examples: slice) -> "RelativePositions":
+        """The positions of some examples of the batch (the tables are the batch's)."""
+
+        def part(x: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+            return None if x is None else x[examples]
+
+        return self._replace(
+            head=self.head[examples],
+            tail=self.tail[examples],
+            special_index=self.special_index[examples],
+            special_head=self.special_head[examples],
+            special_tail=self.special_tail[examples],
+            column_index=part(self.column_index),
+            special_pairs=part(self.special_pairs),
+        )
+
 
 class RelativeMultiHeadAttention(torch.nn.Module):
     """
@@ -178,12 +194,12 @@ class RelativeMultiHeadAttention(torch.nn.Module):
     a gradient), so it is written out: content added in place to the position scores, softmax,
     values; each chunk keeps its probabilities for the backward pass, as plain attention does.
 
-    The queries go in chunks of rows whose per-chunk tensors stay under `score_chunk_elements`
-    and `score_chunk_inputs` times the layer's input (rounded to the kernel's blocks of
-    `kernel_rows` rows): temporaries reused by the allocator rather than faulted in fresh, and a
-    window of the table only as wide as the cells plus the chunk's rows. `dense_forward` is the
-    `(batch, L, L, d)` formulation this replaced, kept as the reference the tests and the speed
-    benchmark compare with.
+    The queries go in chunks of examples and rows whose position products stay under
+    `score_chunk_elements` and `score_chunk_inputs` times the layer's input (rows rounded to the
+    kernel's blocks of `kernel_rows`): temporaries that stay in the cache and are reused by the
+    allocator rather than faulted in fresh, and a window of the table only as wide as the cells
+    plus the chunk's rows. `dense_forward` is the `(batch, L, L, d)` formulation this replaced,
+    kept as the reference the tests and the speed benchmark compare with.
 
     # Parameters
 
@@ -195,13 +211,17 @@ class RelativeMultiHeadAttention(torch.nn.Module):
         Dropout on the attention probabilities.
     """
 
-    # Largest tensor of one chunk of query rows, in elements (32 MiB in float32) and in the layer's
-    # inputs (batch x cells x dim elements each): large enough for the attention kernel's blocks of
-    # rows, small enough that the attention never holds more than the feed-forward layer does
-    # (its hidden activations are four inputs), so the layer's peak stays that of plain attention
-    # (measured, docs/speed.md).
-    score_chunk_elements = 2**23
+    # Largest position products of one chunk (examples x query rows), in elements (16 MiB in
+    # float32) and in the layer's inputs (batch x cells x dim elements each): small enough that a
+    # chunk's products, scores, keys and values stay in a CPU's last-level cache between the
+    # product and the attention kernel (chunks of all examples and 31 rows, as large, were 1.2x
+    # slower at 1024 words: every chunk read all keys and values from memory again), and that the
+    # attention never holds more than the feed-forward layer does (its hidden activations are four
+    # inputs), so the layer's peak stays that of plain attention (measured, docs/speed.md). At most
+    # `score_chunk_rows` rows: from 192 rows on the CPU kernel takes blocks of 64 rows, not 32.
+    score_chunk_elements = 2**22
     score_chunk_inputs = 2
+    score_chunk_rows = 256
     kernel_rows = 32
     # Largest lookup of the special cells' columns, in elements (4 MiB in float32) and in inputs:
     # pieces of a chunk's rows, so that it and its product weigh two inputs at any length.
@@ -239,7 +259,7 @@ class RelativeMultiHeadAttention(torch.nn.Module):
         -> `(batch, cells, dim)`.
         """
         batch_size, num_cells, _ = inputs.shape
-        heads, head_dim = self.num_heads, self.head_dim
+        heads = self.num_heads
         scale = 1 / math.sqrt(self.head_dim)
         # (batch, cells, heads, head_dim)
         query = self._split_heads(self.query(inputs))
@@ -249,36 +269,27 @@ class RelativeMultiHeadAttention(torch.nn.Module):
         query_content = self._head_major(torch.add(query, self.u).mul_(scale))
         query_position = self._head_major(torch.add(query, self.v).mul_(scale))
         del query  # peak memory: only the layer's head-major tensors stay
-        # Without a gradient the attention kernel reads keys and values as strided views; the
-        # explicit softmax's products need them contiguous.
-        contiguous = torch.is_grad_enabled()
-        key = self._head_major(self._split_heads(self.key(inputs)), contiguous)
-        value = self._head_major(self._split_heads(self.value(inputs)), contiguous)
+        # (heads, batch, cells, head_dim), strided views: the attention kernel reads them so, and
+        # the explicit softmax's products take each chunk of examples' contiguous (`_examples`).
+        key = self._head_major(self._split_heads(self.key(inputs)), contiguous=False)
+        value = self._head_major(self._split_heads(self.value(inputs)), contiguous=False)
         # (heads, 2 cells - 1, head_dim): W_kR R + b_kR for every sequence distance.
         sequence_key = self._split_heads(self.key_relative(positions.sequence)).transpose(0, 1)
         # Padding keys are hidden, so they cannot influence real cells: (1, batch, 1, cells - first
         # hidden), the columns from the first one that is padding somewhere (`mask` is the one
         # `positions` was made with).
         hidden_keys = ~mask.bool()[None, :, None, positions.first_hidden :]
-        num_special = positions.special_index.size(1)
-        # Elements per query row of the largest chunk tensor: its position products (as wide as
-        # the cells plus the chunk's rows).
-        per_row = batch_size * heads * 2 * num_cells
-        input_elements = batch_size * num_cells * self.hidden_dim
-        rows_per_chunk = max(1, min(self.score_chunk_elements, self.score_chunk_inputs * input_elements) // per_row)
-        if rows_per_chunk >= self.kernel_rows:
-            # The attention kernel takes query rows in blocks of 32 (on CPU): a chunk of 33 costs
-            # as much as one of 64.
-            rows_per_chunk -= rows_per_chunk % self.kernel_rows
-        rows_per_chunk = min(num_cells, rows_per_chunk)
-        # Split, not sliced one by one: the backward of a split is one concatenation, that of each
-        # slice a zero tensor of the whole.
-        starts = range(0, num_cells, rows_per_chunk)
         # (spans x (2 extent + 1), dim): W_kR R + b_kR of a sequence cell with a special cell, for
         # every span and distance; each chunk gathers its rows.
         column_key = (
             self.key_relative(positions.column_table).flatten(0, 1) if positions.column_table is not None else None
         )
+        # (heads, spans x (2 extent + 1), head_dim): the same of a special cell with a sequence cell.
+        row_key = None
+        if positions.special_index.size(1):
+            assert positions.row_table is not None
+            row_key = self._split_heads(self.key_relative(positions.row_table).flatten(0, 1)).transpose(0, 1)
+        examples_per_chunk, rows_per_chunk = self._chunk_shape(batch_size, num_cells)
         # Without a gradient every chunk's position products go to one buffer made once, as large
         # as the first (largest) chunk's, and its scores are a strided view of them: not fresh
         # tensors per chunk that the allocator keeps apart from each other (the process's memory
@@ -286,26 +297,86 @@ class RelativeMultiHeadAttention(torch.nn.Module):
         # scores stay for the backward pass.
         buffer = None
         if not torch.is_grad_enabled():
-            buffer = query_position.new_empty(heads * batch_size * rows_per_chunk * (num_cells + rows_per_chunk - 1))
-        chunks = [
-            self._sequence_rows(content, position, key, value, sequence_key, column_key, positions, hidden_keys,
-                                start, buffer)
-            for start, content, position in zip(
-                starts, query_content.split(rows_per_chunk, dim=2), query_position.split(rows_per_chunk, dim=2)
+            buffer = query_position.new_empty(
+                heads * examples_per_chunk * rows_per_chunk * (num_cells + rows_per_chunk - 1))
+        # Chunks of examples, then of query rows within them: a chunk's keys and values (all of its
+        # examples' cells) stay in the cache while its rows go through them. Split, not sliced one
+        # by one: the backward of a split is one concatenation, that of each slice a zero tensor of
+        # the whole.
+        groups = [
+            self._examples(content, position, group_key, group_value, sequence_key, column_key, row_key,
+                           positions.examples(examples), hidden_keys[:, examples], rows_per_chunk, buffer)
+            for examples, content, position, group_key, group_value in zip(
+                (slice(first, first + examples_per_chunk) for first in range(0, batch_size, examples_per_chunk)),
+                *(x.split(examples_per_chunk, dim=1) for x in (query_content, query_position, key, value)),
             )
         ]
         del buffer  # peak memory: not held while the rest of the layer runs
         # (heads, batch, cells, head_dim), a fresh tensor; the chunks go as soon as it is made.
+        attended = torch.cat(groups, dim=1) if len(groups) > 1 else groups[0]
+        del groups
+        return self.output(attended.permute(1, 2, 0, 3).reshape(batch_size, num_cells, self.hidden_dim))
+
+    def _chunk_shape(self, batch_size: int, num_cells: int) -> Tuple[int, int]:
+        """How many examples and query rows one chunk takes (see `score_chunk_elements`)."""
+        budget = min(self.score_chunk_elements, self.score_chunk_inputs * batch_size * num_cells * self.hidden_dim)
+        # Up to half as many rows again in one chunk rather than a short last one.
+        rows = num_cells if 2 * num_cells <= 3 * self.score_chunk_rows else self.score_chunk_rows
+        # (heads, rows, cells + rows - 1) position products per example
+        per_example = self.num_heads * rows * (num_cells + rows - 1)
+        if per_example <= budget:
+            # As many examples in every chunk as the budget allows, spread evenly.
+            chunks = -(-batch_size // max(1, budget // per_example))
+            return -(-batch_size // chunks), rows
+        # One example, fewer rows: ``rows (cells + rows - 1) <= budget / heads``, rows <= cells.
+        rows = max(1, int((math.sqrt((num_cells - 1) ** 2 + 4 * budget / self.num_heads) - (num_cells - 1)) / 2))
+        if rows >= self.kernel_rows:
+            # The attention kernel takes query rows in blocks of 32 (on CPU): a chunk of 33 costs
+            # as much as one of 64.
+            rows -= rows % self.kernel_rows
+        return 1, rows
+
+    def _examples(
+        self,
+        query_content: torch.Tensor,
+        query_position: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        sequence_key: torch.Tensor,
+        column_key: Optional[torch.Tensor],
+        row_key: Optional[torch.Tensor],
+        positions: RelativePositions,
+        hidden_keys: torch.Tensor,
+        rows_per_chunk: int,
+        buffer: Optional[torch.Tensor],
+    ) -> torch.Tensor:
+        """
+        The attention output `(heads, batch, cells, head_dim)` of some examples, whose (scaled)
+        queries, keys and values `(heads, batch, cells, head_dim)`, `positions` and `hidden_keys`
+        these are, in chunks of `rows_per_chunk` query rows; `buffer` as in `forward`.
+        """
+        heads, _, num_cells, head_dim = key.shape
+        if torch.is_grad_enabled():
+            # The explicit softmax's products need keys and values contiguous.
+            key, value = key.contiguous(), value.contiguous()
+        chunks = [
+            self._sequence_rows(content, position, key, value, sequence_key, column_key, positions, hidden_keys,
+                                start, buffer)
+            for start, content, position in zip(
+                range(0, num_cells, rows_per_chunk),
+                query_content.split(rows_per_chunk, dim=2),
+                query_position.split(rows_per_chunk, dim=2),
+            )
+        ]
         attended = torch.cat(chunks, dim=2) if len(chunks) > 1 else chunks[0]
         del chunks
-        if num_special:
+        if row_key is not None:
             # (heads, batch, specials, head_dim)
             index = positions.special_index[None, :, :, None].expand(heads, -1, -1, head_dim)
-            special = self._special_rows(
-                query_content.gather(2, index), query_position.gather(2, index), key, value, positions, hidden_keys
-            )
+            special = self._special_rows(query_content.gather(2, index), query_position.gather(2, index), key, value,
+                                         row_key, positions, hidden_keys)
             attended.scatter_(2, index, special)
-        return self.output(attended.permute(1, 2, 0, 3).reshape(batch_size, num_cells, self.hidden_dim))
+        return attended
 
     @staticmethod
     def _head_major(x: torch.Tensor, contiguous: bool = True) -> torch.Tensor:
@@ -455,19 +526,18 @@ class RelativeMultiHeadAttention(torch.nn.Module):
         query_position: torch.Tensor,
         key: torch.Tensor,
         value: torch.Tensor,
+        row_key: torch.Tensor,
         positions: RelativePositions,
         hidden_keys: torch.Tensor,
     ) -> torch.Tensor:
         """
         The attention output `(heads, batch, specials, head_dim)` of the special cells' rows
-        (`query_content` / `query_position` `(heads, batch, specials, head_dim)`).
+        (`query_content` / `query_position` `(heads, batch, specials, head_dim)`); `row_key`
+        `(heads, spans x (2 extent + 1), head_dim)` is ``W_kR R + b_kR`` of a special cell with a
+        sequence cell, by span and distance.
         """
         heads, batch_size, num_special, head_dim = query_position.shape
-        assert positions.row_table is not None and positions.column_index is not None
-        assert positions.special_pairs is not None
-        # (heads, spans x (2 extent + 1), head_dim): W_kR R + b_kR of a special cell with a sequence
-        # cell, for every span and distance.
-        row_key = self._split_heads(self.key_relative(positions.row_table).flatten(0, 1)).transpose(0, 1)
+        assert positions.column_index is not None and positions.special_pairs is not None
         # Every special query with every row: (heads, batch x specials, spans x (2 extent + 1)), a
         # small product (specials are few), then each key's entry gathered as the columns are.
         every = torch.bmm(query_position.reshape(heads, batch_size * num_special, head_dim), row_key.transpose(1, 2))

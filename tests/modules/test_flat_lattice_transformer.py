@@ -288,22 +288,28 @@ def _literal_eq_9_and_10(encoder, inputs, mask, head, tail):
     return hidden * mask.unsqueeze(-1).to(hidden.dtype)
 
 
-def _chunked(encoder, chunk_elements):
+def _chunked(encoder, chunk_elements, chunk_rows=None):
     """`encoder` with query chunks (and pieces of the objects' columns) of at most `chunk_elements` per
-    tensor (None: as built)."""
-    if chunk_elements is not None:
-        for layer in encoder.layers:
+    tensor (None: as built) and at most `chunk_rows` rows."""
+    for layer in encoder.layers:
+        if chunk_elements is not None:
             layer.attention.score_chunk_elements = chunk_elements
             layer.attention.column_chunk_elements = chunk_elements
+        if chunk_rows is not None:
+            layer.attention.score_chunk_rows = chunk_rows
     return encoder
 
 
-# One chunk of query rows; chunks of a few rows; one row per chunk.
-@pytest.mark.parametrize("chunk_elements", [None, 300, 1])
+# One chunk; chunks of two examples x 4 rows (the 3 x 15 cells of `_random_lattice` in chunks of
+# 2 x 2 heads x 4 x (15 + 3) products: 2 + 1 examples, 4 + 4 + 4 + 3 rows); one example and a few
+# rows per chunk; one row per chunk.
+@pytest.mark.parametrize("chunks", [(None, None), (288, 4), (300, None), (1, None)])
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_forward_equals_the_dense_formulation_and_literal_equations_with_gradients(chunk_elements, seed):
+def test_forward_equals_the_dense_formulation_and_literal_equations_with_gradients(chunks, seed):
     # train() with dropout 0: the training path, deterministic.
-    encoder = _chunked(_encoder(dropout_prob=0.0, max_distance=6).train(), chunk_elements)
+    encoder = _chunked(_encoder(dropout_prob=0.0, max_distance=6).train(), *chunks)
+    if chunks == (288, 4):
+        assert encoder.layers[0].attention._chunk_shape(3, 15) == (2, 4)
     lattice = _random_lattice(seed)
     encoded, input_gradient, gradients = _outputs_and_gradients(encoder, encoder.forward, lattice)
     for reference in (encoder.dense_forward, functools.partial(_literal_eq_9_and_10, encoder)):
@@ -315,13 +321,15 @@ def test_forward_equals_the_dense_formulation_and_literal_equations_with_gradien
     assert (encoded[~lattice.mask] == 0).all()
 
 
-@pytest.mark.parametrize("chunk_elements", [None, 2000, 1])
-def test_float32_forward_matches_the_dense_formulation_to_1e_5(chunk_elements):
-    # Without a gradient: the fused attention kernel, in one chunk of query rows, several or one row
-    # each (every chunk reuses the buffers of the first).
+@pytest.mark.parametrize("chunks", [(None, None), (2400, 8), (2000, None), (1, None)])
+def test_float32_forward_matches_the_dense_formulation_to_1e_5(chunks):
+    # Without a gradient: the fused attention kernel, in one chunk, chunks of examples and rows, of
+    # one example and some rows, of one row (every chunk reuses the buffer of the first).
     torch.manual_seed(0)
-    encoder = _chunked(FlatLatticeTransformer(32, 2, 4, 64, dropout_prob=0.0).eval(), chunk_elements)
+    encoder = _chunked(FlatLatticeTransformer(32, 2, 4, 64, dropout_prob=0.0).eval(), *chunks)
     lattice = _random_lattice(3, batch=4, max_words=20, max_objects=6, dim=32)
+    if chunks == (2400, 8):  # 4 heads x 8 x (28 + 7) products per example: 2 examples of 4 per chunk
+        assert encoder.layers[0].attention._chunk_shape(4, 28) == (2, 8)
     inputs, mask = lattice.embeddings.float(), lattice.mask
     with torch.no_grad():
         fast = encoder(inputs, mask, lattice.head, lattice.tail)
@@ -419,8 +427,11 @@ def test_no_cells_by_cells_by_dim_tensor_and_chunks_bound_the_scores():
     with _Shapes() as built:
         encoder(inputs, lattice.mask, lattice.head, lattice.tail).sum().backward()
     assert not pairs_of_cells(built.shapes, dim)
-    # As built, a chunk's scores weigh at most two layer inputs: 2 x 64 / (2 x heads) = 32 rows < 35.
-    assert not pairs_of_cells(built.shapes, cells)
+    # As built, a chunk's position products weigh at most two layer inputs (2 x 35 x 64 elements):
+    # one example's 35 rows x (35 + 34) per head, never the (heads, batch, cells, cells) scores.
+    largest = max(math.prod(s) for s in pairs_of_cells(built.shapes, cells))
+    assert largest <= heads * cells * (2 * cells - 1) <= 2 * inputs.numel()
+    assert largest < heads * batch * cells * cells
     for layer in encoder.layers:
         layer.attention.score_chunk_inputs = 1000
     with _Shapes() as fast:
