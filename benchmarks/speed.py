@@ -40,10 +40,11 @@ ResNet-152 features, random word spans). Times are per call (all the batches of 
 Peak memory: on CUDA, `torch.cuda.max_memory_allocated` over one call minus what was allocated
 before it. On CPU, the process's resident-set high-water mark over one call minus the resident set
 before it (Linux: VmHWM is reset through /proc/self/clear_refs): memory the call actually touched,
-allocator caching included, so a little coarser than the CUDA figure. The `long` group also records,
-on CPU, the most tensor bytes alive at once during one call (`tensor_peak_memory`: the CUDA figure's
-definition), which is exact: the resident set's rise of a call of a few tens of MiB moves by a
-quarter between calls, with the allocator's reuse of what earlier calls freed.
+allocator caching included, so a little coarser than the CUDA figure. The `long` group shows the
+median of `--long-memory-calls` calls (every call's figure is kept) and also records, on CPU, the most
+tensor bytes alive at once during one call (`tensor_peak_memory`: the CUDA figure's definition), which
+is exact: the resident set's rise of a call of a few tens of MiB moves by a quarter between calls,
+with the allocator's reuse of what earlier calls freed.
 
 `--profile` adds the top operators (torch.profiler, self CPU time) of one call of chosen rows, and
 every inference row gets a breakdown of one call over the model's parts (forward hooks).
@@ -476,9 +477,15 @@ def record_group(results: dict[str, Any], group: str, setting: str, rows: dict[s
     for name, call in rows.items():
         row = summary(times[name], items)
         row["ratio_to_baseline"] = paired_ratio(times[name], times[baseline])
-        row["peak_memory_bytes"] = peak_memory(call, device)
         if group == "long":
+            # The resident set's rise moves by a quarter between calls of the same code (glibc's
+            # reuse of what earlier calls freed): the median of several calls, each one kept.
+            calls = [peak_memory(call, device) for _ in range(args.long_memory_calls)]
+            row["peak_memory_calls_bytes"] = calls
+            row["peak_memory_bytes"] = None if None in calls else int(statistics.median(calls))
             row["tensor_peak_bytes"] = tensor_peak_memory(call, device)
+        else:
+            row["peak_memory_bytes"] = peak_memory(call, device)
         if extra and name in extra:
             row.update(extra[name])
         if args.profile and any(re.search(pattern, f"{group}/{setting}/{name}") for pattern in args.profile):
@@ -661,7 +668,8 @@ def long_group(args: argparse.Namespace, device: torch.device, results: dict[str
     fmit = FlatLatticeTransformer(num_layers=3).to(device)
     plain = PytorchTransformer(input_dim=512, num_layers=3, feedforward_hidden_dim=2048, num_attention_heads=8,
                                dropout_prob=0.2).to(device)
-    results["long"] = {"dense_words_max": args.long_dense_words, "repeats": args.long_repeats}
+    results["long"] = {"dense_words_max": args.long_dense_words, "repeats": args.long_repeats,
+                       "memory_calls": args.long_memory_calls}
     for words in args.long_lengths:
         cells = words + 2 + MAX_OBJECTS
         head, tail = (t.to(device) for t in positions(BATCH_SIZE, cells, MAX_OBJECTS, generator))
@@ -737,9 +745,10 @@ def render_long(results: dict[str, Any]) -> str:
         + ("Commands, run side by side: " + " and ".join(f"`{c}`" for c in results["commands"])
            if "commands" in results else f"Command: `{results['command']}`") + ".",
         "Batch 16, d = 512, 8 heads, feed-forward 2048, 3 layers; time in ms per call, median (interquartile "
-        "range); ratios are medians (range) of per-round ratios; peak MiB as in the table above (the resident "
-        "set's rise); tensor MiB: the most tensor bytes alive at once in one call (what CUDA's "
-        "`max_memory_allocated` counts, taken by hand on CPU), exact and the same in every run; growth is the "
+        "range); ratios are medians (range) of per-round ratios; MiB: the resident set's rise over a call, "
+        f"median (range) of {results['long'].get('memory_calls', 1)} calls, its ratio that of the medians; "
+        "tensor MiB: the most tensor bytes alive at once in one call (what CUDA's `max_memory_allocated` "
+        "counts, taken by hand on CPU), exact and the same in every run; growth is the "
         "row's time (memory) over the previous length's.",
         "",
     ]
@@ -768,10 +777,10 @@ def render_long(results: dict[str, Any]) -> str:
                 _time(dense) if dense else "not run",
                 (lambda r: f"{r['median']:.2f} ({r['min']:.2f}-{r['max']:.2f})")(fmit["ratio_to_dense"]) if dense
                 else "-",
-                _mib(plain["peak_memory_bytes"]), _mib(fmit["peak_memory_bytes"]), memory_ratio("peak_memory_bytes"),
+                _mib_calls(plain), _mib_calls(fmit), memory_ratio("peak_memory_bytes"),
                 _mib(plain.get("tensor_peak_bytes")), _mib(fmit.get("tensor_peak_bytes")),
                 memory_ratio("tensor_peak_bytes"),
-                _mib(dense["peak_memory_bytes"]) if dense else "-",
+                _mib_calls(dense) if dense else "-",
                 f"{entry['dense_R_bytes'] / 2**30:.2f}",
                 f"{growth(PLAIN, plain, 'median_s')} / {growth(FMIT_L3, fmit, 'median_s')}",
                 f"{growth(PLAIN, plain, 'peak_memory_bytes')} / {growth(FMIT_L3, fmit, 'peak_memory_bytes')}",
@@ -788,6 +797,14 @@ def render_long(results: dict[str, Any]) -> str:
 # ---------------------------------------------------------------------------------------- report
 def _mib(value: Optional[int]) -> str:
     return "n/a" if value is None else f"{value / 2**20:.0f}"
+
+
+def _mib_calls(row: Row) -> str:
+    """A long row's resident-set rise: the median, and the range where several calls were measured."""
+    calls = row.get("peak_memory_calls_bytes") or []
+    if len(calls) < 2 or None in calls:
+        return _mib(row["peak_memory_bytes"])
+    return f"{_mib(row['peak_memory_bytes'])} ({_mib(min(calls))}-{_mib(max(calls))})"
 
 
 def _ratio(row: Row) -> str:
@@ -921,6 +938,8 @@ def main() -> None:
     parser.add_argument("--long-dense-words", type=int, default=512,
                         help="longest input of the long group the dense-R formulation runs on")
     parser.add_argument("--long-repeats", type=int, default=3, help="rounds of the long group")
+    parser.add_argument("--long-memory-calls", type=int, default=3,
+                        help="calls of each long row whose resident-set rise is measured (the median is shown)")
     parser.add_argument("--long-modes", nargs="+", choices=["forward", "training step"],
                         default=["forward", "training step"],
                         help="what the long group measures (more rounds of one mode at one length, say)")
