@@ -299,12 +299,15 @@ class RelativeMultiHeadAttention(torch.nn.Module):
         if not torch.is_grad_enabled():
             buffer = query_position.new_empty(
                 heads * examples_per_chunk * rows_per_chunk * (num_cells + rows_per_chunk - 1))
-            # (batch, cells, heads, head_dim): the chunks write their outputs into it through its
-            # head-major view as they come, so that it needs no concatenation and no permuted copy
-            # (1024 words: 0.92-0.97x the time), and no chunk's output is left between the next chunk's
-            # temporaries in the heap. With a gradient they are concatenated: the backward of
-            # chunks written into one tensor would copy all of it once per chunk.
-            output = inputs.new_empty(batch_size, num_cells, heads, self.head_dim)
+            if examples_per_chunk < batch_size or rows_per_chunk < num_cells:
+                # (batch, cells, heads, head_dim): the chunks write their outputs into it through
+                # its head-major view as they come, so that it needs no concatenation and no
+                # permuted copy (1024 words: 0.92-0.97x the time), and no chunk's output is left
+                # between the next chunk's temporaries in the heap. One chunk gets its permuted copy
+                # once the buffer has gone (a lower peak). With a gradient the chunks are
+                # concatenated: the backward of chunks written into one tensor would copy all of it
+                # once per chunk.
+                output = inputs.new_empty(batch_size, num_cells, heads, self.head_dim)
         # Chunks of examples, then of query rows within them: a chunk's keys and values (all of its
         # examples' cells) stay in the cache while its rows go through them. Split, not sliced one
         # by one: the backward of a split is one concatenation, that of each slice a zero tensor of
