@@ -721,14 +721,16 @@ def long_group(args: argparse.Namespace, device: torch.device, results: dict[str
 
 
 def merge_long(parts: list[dict[str, Any]]) -> dict[str, Any]:
-    """One results file of the long group from the files of processes that ran it side by side (each row's
-    ratios are still measured within one process); their commands are kept in order."""
+    """One results file of the long group from the files of several processes (each row's ratios are still
+    measured within one process; a later file's rows replace an earlier one's at the same setting, files
+    taken in the order of their shortest length); their commands are kept in that order."""
     if any(set(part["groups"]) != {"long"} for part in parts):
         raise ValueError("only results files of the long group alone can be merged")
-    merged = dict(parts[0], groups={"long": {}}, commands=[part["command"] for part in parts])
+    ordered = sorted(parts, key=lambda part: min(e["words"] for e in part["groups"]["long"].values()))
+    merged = dict(parts[0], groups={"long": {}}, commands=[part["command"] for part in ordered])
     repeats = " / ".join(sorted({str(part["long"]["repeats"]) for part in parts}))
     merged["long"] = dict(parts[0]["long"], repeats=repeats)
-    for part in sorted(parts, key=lambda part: min(e["words"] for e in part["groups"]["long"].values())):
+    for part in ordered:
         merged["groups"]["long"].update(part["groups"]["long"])
     return merged
 
@@ -742,7 +744,8 @@ def render_long(results: dict[str, Any]) -> str:
         f"{info['torch_threads']} threads, device `{results['device']}`" + (f" ({info['cuda']})" if info.get("cuda")
                                                                           else "")
         + f"; {results['long']['repeats']} timed rounds per row. "
-        + ("Commands, run side by side: " + " and ".join(f"`{c}`" for c in results["commands"])
+        + ("Commands (a later one's rows replace an earlier one's): "
+           + " and ".join(f"`{c}`" for c in results["commands"])
            if "commands" in results else f"Command: `{results['command']}`") + ".",
         "Batch 16, d = 512, 8 heads, feed-forward 2048, 3 layers; time in ms per call, median (interquartile "
         "range); ratios are medians (range) of per-round ratios; MiB: the resident set's rise over a call, "
