@@ -17,6 +17,7 @@ is written). The tables are rendered from whatever files exist, with the number 
 
     OMP_NUM_THREADS=1 python benchmarks/paper_tables.py                 # run what is missing, then render
     OMP_NUM_THREADS=1 python benchmarks/paper_tables.py --max-runs 2    # at most two runs this time
+    OMP_NUM_THREADS=1 python benchmarks/paper_tables.py --datasets twitter2017 --only BERT-CRF  # a part of it
     python benchmarks/paper_tables.py --render-only                     # only re-render the tables
 
 Not a test: one run takes about an hour on one CPU thread, the whole table many hours.
@@ -263,6 +264,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=EPOCHS)
     parser.add_argument("--max-runs", type=int, help="stop after this many runs (the rest on a later invocation)")
     parser.add_argument("--only", nargs="+", choices=list(ROWS), help="only these rows")
+    # Disjoint --only / --datasets selections let two invocations (one per core) share the table.
+    parser.add_argument("--datasets", nargs="+", choices=list(DATASETS), help="only runs trained on these datasets")
     parser.add_argument("--results-dir", default=str(RESULTS_DIR))
     parser.add_argument("--runs-dir", default=str(RUNS_DIR), help="serialization dirs while a run is unfinished")
     parser.add_argument("--keep-archives", action="store_true", help="keep each run's serialization dir")
@@ -285,7 +288,8 @@ def main() -> None:
         import_plugins()
         for dataset, row, seed in planned_runs():
             target = results_dir / f"{run_name(dataset, row, seed)}.json"
-            if target.is_file() or (args.only and row not in args.only):
+            if (target.is_file() or (args.only and row not in args.only)
+                    or (args.datasets and dataset not in args.datasets)):
                 continue
             if args.max_runs is not None and done >= args.max_runs:
                 break
