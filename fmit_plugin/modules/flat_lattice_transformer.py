@@ -763,6 +763,10 @@ class FlatLatticeTransformer(Seq2SeqEncoder):
         `(batch, cells, dim)`; padding cells are zero.
         """
         mask, head, tail = self._positions(inputs, mask, head, tail)
+        if not mask.numel():
+            # No example or no cell: nothing to attend over (the positions' maxima would be over
+            # nothing), and the output is as empty as the input (still in its graph, for a backward).
+            return inputs * 0
         # Shared by all layers.
         positions = RelativePositions.of(self.relative_position, head, tail, mask, inputs.dtype)
         hidden = inputs

@@ -473,3 +473,13 @@ def test_an_example_without_real_cells_leaves_the_others_unchanged(grad):
     assert torch.isfinite(both).all()
     assert (both[1] == 0).all()
     assert torch.allclose(both[:1], alone, atol=1e-10)
+
+
+@pytest.mark.parametrize("shape", [(0, 7), (3, 0)])
+def test_a_batch_without_examples_or_cells_gives_an_empty_output(shape):
+    encoder = _encoder()
+    inputs = torch.randn(*shape, DIM, dtype=torch.double, requires_grad=True)
+    encoded = encoder(inputs)
+    assert encoded.shape == inputs.shape
+    encoded.sum().backward()
+    assert inputs.grad is not None and inputs.grad.shape == inputs.shape
