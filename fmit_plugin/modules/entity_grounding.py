@@ -60,11 +60,16 @@ class EntityGrounding(torch.nn.Module, FromParams):
         span_mask `(batch, entities)`; returns logits `(batch, entities, objects + 1)`, the last
         option "none", masked objects at the dtype's lowest value.
         """
-        inclusive = torch.stack([spans[..., 0], (spans[..., 1] - 1).clamp(min=0)], dim=-1)
-        inclusive = inclusive * span_mask.unsqueeze(-1).long()
-        # (batch, entities, projection)
-        # contiguous: allennlp-light's batched_index_select views the sequence (a lattice slice may not be).
-        queries = self.query(self.span_extractor(word_outputs.contiguous(), inclusive, span_indices_mask=span_mask))
+        if spans.size(1):
+            inclusive = torch.stack([spans[..., 0], (spans[..., 1] - 1).clamp(min=0)], dim=-1)
+            inclusive = inclusive * span_mask.unsqueeze(-1).long()
+            # contiguous: allennlp-light's batched_index_select views the sequence (a lattice slice may not be).
+            extracted = self.span_extractor(word_outputs.contiguous(), inclusive, span_indices_mask=span_mask)
+        else:
+            # A batch without entities (tweets without names): allennlp-light's index check takes a
+            # max over the empty span tensor and fails, so its (batch, 0, dim) output is made here.
+            extracted = word_outputs.new_zeros(spans.size(0), 0, self.span_extractor.get_output_dim())
+        queries = self.query(extracted)  # (batch, entities, projection)
         keys = self.key(object_outputs)  # (batch, objects, projection)
         object_logits = torch.einsum("bep,bop->beo", queries, keys) * self._scale
         lowest = torch.finfo(object_logits.dtype).min

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -98,6 +99,11 @@ def test_several_workers_each_load_the_model_answer_and_shut_down_cleanly(tmp_pa
             url = f"http://127.0.0.1:{port}"
             wait_until_healthy(process, url, 180, log.read_text)
             assert len(_spawned_children(process.pid)) == 2, log.read_text()[-3000:]
+            # /health is answered by the first worker up; the other may still be loading the model.
+            deadline = time.time() + 180
+            while log.read_text().count("Application startup complete") < 2:
+                assert process.poll() is None and time.time() < deadline, log.read_text()[-3000:]
+                time.sleep(0.3)
             for _ in range(6):  # fresh connections: the workers share the listening socket
                 status, answer = _post(url + "/predict", {"tokens": demo_tweet("syn_test_00000")})
                 assert status == 200 and len(answer["tags"]) == len(demo_tweet("syn_test_00000"))

@@ -103,3 +103,24 @@ class _Reader:
 
     def __init__(self, instances):
         self.instances = instances
+
+
+def test_a_training_batch_of_tweets_without_entities_trains(tiny_bert):
+    # Such a batch has (batch, 0, 2) entity spans; it crashed the grounding head at 1500 generated tweets.
+    model = _model(tiny_bert, entity_grounding={"projection_dim": 8})
+    instances = _instances()[:2]
+    for instance in instances:
+        instance.tags = ["O"] * len(instance.words)
+        instance.entity_boxes = {}
+    batch = collate(instances, model.vocab)
+    assert batch["entity_spans"].shape == (2, 0, 2)
+    model.train()
+    output = model(**batch)
+    assert output["grounding_loss"].item() == 0.0
+    output["loss"].backward()
+    assert model.tagging_head.projection.weight.grad is not None
+    model.eval()
+    model.get_metrics(reset=True)
+    readable = model.make_output_human_readable(model(**batch))
+    assert all("box" in entity for sentence in readable["entities"] for entity in sentence)
+    assert model.get_metrics()["gmner-f1"] == (1.0 if not any(readable["entities"]) else 0.0)

@@ -69,3 +69,16 @@ def test_takes_non_contiguous_word_outputs():
     spans, span_mask = spans_tensor([[(0, 2)]])
     logits = head(words, objects, candidates, spans, span_mask)
     assert torch.equal(logits, head(words.contiguous(), objects, candidates, spans, span_mask))
+
+
+def test_a_batch_without_entities_gives_no_logits_and_no_loss():
+    # Tweets without names: a whole batch of them happens in training (it crashed allennlp-light's span check).
+    head = _head()
+    words, objects = torch.randn(3, 5, 6, requires_grad=True), torch.randn(3, 2, 6)
+    spans, span_mask = spans_tensor([[], [], []])
+    assert spans.shape == (3, 0, 2)
+    logits = head(words, objects, torch.ones(3, 2, dtype=torch.bool), spans, span_mask)
+    assert logits.shape == (3, 0, 3)
+    loss = EntityGrounding.loss(logits, torch.zeros(3, 0, 3, dtype=torch.bool), span_mask)
+    assert loss.item() == 0.0
+    assert head.decode(logits)[0].shape == (3, 0)
