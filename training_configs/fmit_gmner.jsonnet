@@ -6,6 +6,7 @@
 //   PROPOSALS         JSON-lines candidates for the "proposals" grounder (default: detector_proposals)
 //   ENCODER           "pytorch_transformer" for the w/o Rel row  (default: the flat lattice transformer)
 //   GROUNDING_WEIGHT  weight of the grounding loss; 0 trains the same model without the head (default 1.0)
+//   TYPE_FROM_REGION  0: entities keep the tagger's types instead of the head's (default 1, type_from_region)
 //   NUM_LAYERS        encoder layers (default 3);  BOUNDARY_WEIGHT  lambda of EBD, 0 removes it (default 0.25)
 local common = import 'common.libsonnet';
 local env = common.env;
@@ -34,6 +35,8 @@ local encoder = if env("ENCODER", "") == "pytorch_transformer" then {
 } else config.fmit_encoder(layers);
 
 config.fmit(num_layers=layers, encoder=encoder, boundary_weight=env_number("BOUNDARY_WEIGHT", 0.25)) + {
-  model+: if weight > 0 then { entity_grounding: { loss_weight: weight } } else {},
+  model+: if weight > 0 then {
+    entity_grounding: { loss_weight: weight, type_from_region: env("TYPE_FROM_REGION", "1") != "0" },
+  } else {},
   trainer+: { validation_metric: if weight > 0 then "+gmner-f1" else "+f1-measure-overall" },
 }

@@ -14,7 +14,7 @@ from fmit_plugin.metrics.gmner_f1 import GmnerF1Measure
 from fmit_plugin.metrics.span_f1 import SpanF1Measure
 from fmit_plugin.models.model import Model
 from fmit_plugin.modules.conditional_random_field import ConditionalRandomField
-from fmit_plugin.modules.entity_grounding import EntityGrounding, ground_spans
+from fmit_plugin.modules.entity_grounding import EntityGrounding, ground_spans, spans_tensor
 from fmit_plugin.modules.flat_lattice import LatticeProjection, build_flat_lattice, lattice_inputs_of
 from fmit_plugin.modules.flat_lattice_transformer import FlatLatticeTransformer
 from fmit_plugin.modules.tagging_head import TaggingHead, require_bio
@@ -88,8 +88,9 @@ class Fmit(Model):
     entity_grounding : `EntityGrounding`, optional (default = `None`)
         Grounded MNER (docs/model.md): every entity also gets the visual object that shows it, or
         "none"; its loss is added with its `loss_weight`, `get_metrics` adds `gmner_f1`'s scores and
-        the entities of `make_output_human_readable` their `box` and `box_confidence`. Off when absent
-        (no parameters added).
+        the entities of `make_output_human_readable` their `box` and `box_confidence`. With its
+        `type_from_region`, every predicted entity's type is the head's (from its words and region),
+        with a `type_confidence`. Off when absent (no parameters added).
     """
 
     default_predictor = "sentence_tagger"
@@ -156,10 +157,16 @@ class Fmit(Model):
                 label_encoding="BIOUL", crf=crf,
             )
         self._f1_metric = SpanF1Measure()
-        self.entity_grounding = entity_grounding.construct(input_dim=hidden_dim) if entity_grounding else None
-        self._gmner_metric = GmnerF1Measure()
         # Prefix (0 O, 1 B, 2 I) and type index of every label id, for `_boundary_tags`.
-        prefixes, kinds, _ = label_tensors(labels)
+        prefixes, kinds, types = label_tensors(labels)
+        self.entity_grounding = (
+            entity_grounding.construct(input_dim=hidden_dim, entity_types=types) if entity_grounding else None
+        )
+        self._gmner_metric = GmnerF1Measure()
+        # The B- and I- ids of each type, for retyping entities from their regions (`type_from_region`).
+        ids = {label: index for index, label in labels.items()}
+        self._type_ids = {kind: (ids[f"B-{kind}"], ids[f"I-{kind}"]) for kind in types
+                          if f"B-{kind}" in ids and f"I-{kind}" in ids}
         self._label_prefix: torch.Tensor
         self._label_type: torch.Tensor
         self.register_buffer("_label_prefix", prefixes, persistent=False)
@@ -233,6 +240,17 @@ class Fmit(Model):
         encoded = self.encoder(lattice.embeddings, lattice.mask, **encoder_inputs)
         word_outputs = self.dropout(lattice.word_outputs(encoded))  # (batch, words, d)
         output = self.tagging_head.tag(word_outputs, word_mask, words, tags)
+        if self.entity_grounding is not None:
+            given = 0 if object_mask is None else object_mask.shape[1]
+            output.update(
+                grounding_words=word_outputs,
+                # (batch, given objects, d): the empty-image object appended last is no candidate.
+                grounding_objects=self.dropout(lattice.object_outputs(encoded))[:, :given],
+                grounding_candidates=lattice.object_mask[:, :given],
+                object_boxes=[item.get("object_boxes", []) for item in metadata or [{} for _ in words]],
+            )
+            if self.entity_grounding.typer is not None:
+                self._type_from_region(output, word_mask)
         if tags is not None:
             self._f1_metric.add_ids(output["tags"], tags, word_mask, self.tagging_head.labels)
         if tags is not None and self.training and self.boundary_encoder is not None:
@@ -243,26 +261,55 @@ class Fmit(Model):
             output["boundary_loss"] = boundary_loss
             output["loss"] = output["loss"] + self.boundary_weight * boundary_loss
         if self.entity_grounding is not None:
-            given = 0 if object_mask is None else object_mask.shape[1]
-            output.update(
-                grounding_words=word_outputs,
-                # (batch, given objects, d): the empty-image object appended last is no candidate.
-                grounding_objects=self.dropout(lattice.object_outputs(encoded))[:, :given],
-                grounding_candidates=lattice.object_mask[:, :given],
-                object_boxes=[item.get("object_boxes", []) for item in metadata or [{} for _ in words]],
-            )
             if grounding_targets is not None and entity_spans is not None and entity_span_mask is not None:
-                logits = self.entity_grounding(
-                    word_outputs, output["grounding_objects"], output["grounding_candidates"], entity_spans,
-                    entity_span_mask,
-                )
+                head_inputs = (word_outputs, output["grounding_objects"], output["grounding_candidates"],
+                               entity_spans, entity_span_mask)
+                if self.entity_grounding.typer is not None and tags is not None:
+                    type_logits, logits = self.entity_grounding.types(*head_inputs)
+                    # (batch, entities): each gold entity's type, read at its first word.
+                    gold_types = self._label_type[tags.gather(1, entity_spans[..., 0])]
+                    output["type_loss"] = self.entity_grounding.type_loss(type_logits, gold_types, entity_span_mask)
+                else:
+                    logits = self.entity_grounding(*head_inputs)
                 grounding_loss = self.entity_grounding.loss(logits, grounding_targets, entity_span_mask)
                 output["grounding_loss"] = grounding_loss
                 if "loss" in output:
-                    output["loss"] = output["loss"] + self.entity_grounding.loss_weight * grounding_loss
+                    head_loss = grounding_loss + output.get("type_loss", 0.0)
+                    output["loss"] = output["loss"] + self.entity_grounding.loss_weight * head_loss
             if tags is not None and metadata and all("entity_boxes" in item for item in metadata):
                 self._update_gmner_metric(output, tags, word_mask, metadata)
         return output
+
+    def _type_from_region(self, output: dict[str, Any], word_mask: torch.Tensor) -> None:
+        """`type_from_region`: every predicted entity gets the type the grounding head gives it from
+        its words and region, in `output["tags"]` (each entity retagged B-X I-X ..., so boundaries
+        stay), and that type's probability in `output["type_confidences"]` (per sentence, by span)."""
+        assert self.entity_grounding is not None
+        labels = self.tagging_head.labels
+        tags = output["tags"]
+        full = tags.tolist()  # (batch, words) on the host: one transfer each way
+        spans = [[(start, end) for _, start, end in bio_tags_to_spans([labels[i] for i in row])]
+                 for row in self.tagging_head.rows(tags, word_mask)]
+        confidences: list[dict[tuple[int, int], float]] = [{} for _ in spans]
+        output["type_confidences"] = confidences
+        if not any(spans):
+            return
+        span_tensor, span_mask = spans_tensor(spans, tags.device)
+        type_logits, _ = self.entity_grounding.types(
+            output["grounding_words"], output["grounding_objects"], output["grounding_candidates"], span_tensor,
+            span_mask,
+        )
+        confidence, best = torch.softmax(type_logits.float(), dim=-1).max(dim=-1)
+        best_rows, confidence_rows = best.tolist(), confidence.tolist()
+        for row, sentence in enumerate(spans):
+            for column, (start, end) in enumerate(sentence):
+                kind = self.entity_grounding.entity_types[best_rows[row][column]]
+                if kind not in self._type_ids:  # a type the labels cannot write: the tagger's stays
+                    continue
+                begin, inside = self._type_ids[kind]
+                full[row][start:end] = [begin] + [inside] * (end - start - 1)
+                confidences[row][(start, end)] = confidence_rows[row][column]
+        output["tags"] = torch.tensor(full, dtype=tags.dtype, device=tags.device)
 
     def _grounded(self, output: dict[str, Any], spans: list[list[tuple[int, int]]]) -> list[list[tuple[Any, float]]]:
         """The box and its confidence for each (start, end exclusive) span of each sentence."""
@@ -314,6 +361,11 @@ class Fmit(Model):
                 for entity, (box, confidence) in zip(entities, boxes, strict=True):
                     entity["box"] = None if box is None else [round(float(v), 1) for v in box]
                     entity["box_confidence"] = round(confidence, 6)
+            for entities, by_span in zip(sentences, output_dict.get("type_confidences", [{}] * len(sentences)),
+                                         strict=True):
+                for entity in entities:
+                    if (entity["start"], entity["end"]) in by_span:
+                        entity["type_confidence"] = round(by_span[(entity["start"], entity["end"])], 6)
         return output_dict
 
     def get_metrics(self, reset: bool = False) -> dict[str, float]:

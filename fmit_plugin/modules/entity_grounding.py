@@ -1,5 +1,6 @@
 """Grounded MNER: for each entity span, which visual object shows it, or "not in the image"."""
 import math
+from collections.abc import Sequence
 from typing import Optional
 
 import torch
@@ -30,21 +31,45 @@ class EntityGrounding(torch.nn.Module, FromParams):
     projection_dim : `int`, optional (default = `128`)
         Size of the query and key spaces.
     loss_weight : `float`, optional (default = `1.0`)
-        Weight of the grounding loss added to the tagging loss.
+        Weight of the grounding loss (and of the typing loss, with `type_from_region`) added to the
+        tagging loss.
+    type_from_region : `bool`, optional (default = `False`)
+        Also type every entity from its words and the region the head grounds it to (`types`): a
+        classifier over the entity's span vector and the encoder outputs of the candidates weighted by
+        the head's probabilities ("none" adds nothing), trained with cross-entropy on the gold
+        entities; the model then replaces the tagger's type of each predicted entity with this one.
+        Where the picture, not the text, says what a name is and candidates span the whole sentence,
+        the tagger has to learn the name-to-region match through its attention alone, from the type
+        loss; the head learns it from the boxes directly, so its match types the entity better.
+    entity_types : `Sequence[str]`, optional (default = `()`)
+        The types `types` chooses among, in order; given by the model (its labels' types).
     """
 
-    def __init__(self, input_dim: int, projection_dim: int = 128, loss_weight: float = 1.0) -> None:
+    def __init__(
+        self,
+        input_dim: int,
+        projection_dim: int = 128,
+        loss_weight: float = 1.0,
+        type_from_region: bool = False,
+        entity_types: Sequence[str] = (),
+    ) -> None:
         super().__init__()
         if loss_weight < 0:
             raise ConfigurationError(f"entity_grounding.loss_weight must be >= 0, got {loss_weight}")
         if projection_dim < 1:
             raise ConfigurationError(f"entity_grounding.projection_dim must be positive, got {projection_dim}")
+        if type_from_region and not entity_types:
+            raise ConfigurationError("entity_grounding.type_from_region needs the model's entity types; it has none")
         self.loss_weight = loss_weight
         self.span_extractor = EndpointSpanExtractor(input_dim, combination="x,y")
         self.query = torch.nn.Linear(self.span_extractor.get_output_dim(), projection_dim)
         self.key = torch.nn.Linear(input_dim, projection_dim)
         self.none_score = torch.nn.Linear(projection_dim, 1)
         self._scale = 1.0 / math.sqrt(projection_dim)
+        self.entity_types = tuple(entity_types) if type_from_region else ()
+        self.typer: Optional[torch.nn.Linear] = None
+        if type_from_region:
+            self.typer = torch.nn.Linear(self.span_extractor.get_output_dim() + input_dim, len(self.entity_types))
 
     def forward(
         self,
@@ -60,21 +85,54 @@ class EntityGrounding(torch.nn.Module, FromParams):
         span_mask `(batch, entities)`; returns logits `(batch, entities, objects + 1)`, the last
         option "none", masked objects at the dtype's lowest value.
         """
-        if spans.size(1):
-            inclusive = torch.stack([spans[..., 0], (spans[..., 1] - 1).clamp(min=0)], dim=-1)
-            inclusive = inclusive * span_mask.unsqueeze(-1).long()
-            # contiguous: allennlp-light's batched_index_select views the sequence (a lattice slice may not be).
-            extracted = self.span_extractor(word_outputs.contiguous(), inclusive, span_indices_mask=span_mask)
-        else:
+        return self._logits(self._span_vectors(word_outputs, spans, span_mask), object_outputs, object_mask)
+
+    def types(
+        self,
+        word_outputs: torch.Tensor,
+        object_outputs: torch.Tensor,
+        object_mask: torch.Tensor,
+        spans: torch.Tensor,
+        span_mask: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """
+        With `type_from_region`: the type logits `(batch, entities, types)` of the spans (arguments as
+        `forward`'s) and the grounding logits `forward` gives, from one span extraction.
+        """
+        assert self.typer is not None, "types() needs type_from_region"
+        vectors = self._span_vectors(word_outputs, spans, span_mask)
+        logits = self._logits(vectors, object_outputs, object_mask)
+        # (batch, entities, dim): the candidates' outputs weighted by the head's probabilities.
+        region = torch.einsum("beo,bod->bed", torch.softmax(logits.float(), dim=-1)[..., :-1].to(vectors.dtype),
+                              object_outputs)
+        return self.typer(torch.cat([vectors, region], dim=-1)), logits
+
+    def _span_vectors(self, word_outputs: torch.Tensor, spans: torch.Tensor, span_mask: torch.Tensor) -> torch.Tensor:
+        """(batch, entities, span dim): the first and last word outputs of each span."""
+        if not spans.size(1):
             # A batch without entities (tweets without names): allennlp-light's index check takes a
             # max over the empty span tensor and fails, so its (batch, 0, dim) output is made here.
-            extracted = word_outputs.new_zeros(spans.size(0), 0, self.span_extractor.get_output_dim())
-        queries = self.query(extracted)  # (batch, entities, projection)
+            return word_outputs.new_zeros(spans.size(0), 0, self.span_extractor.get_output_dim())
+        inclusive = torch.stack([spans[..., 0], (spans[..., 1] - 1).clamp(min=0)], dim=-1)
+        inclusive = inclusive * span_mask.unsqueeze(-1).long()
+        # contiguous: allennlp-light's batched_index_select views the sequence (a lattice slice may not be).
+        return self.span_extractor(word_outputs.contiguous(), inclusive, span_indices_mask=span_mask)
+
+    def _logits(self, vectors: torch.Tensor, object_outputs: torch.Tensor, object_mask: torch.Tensor) -> torch.Tensor:
+        queries = self.query(vectors)  # (batch, entities, projection)
         keys = self.key(object_outputs)  # (batch, objects, projection)
         object_logits = torch.einsum("bep,bop->beo", queries, keys) * self._scale
         lowest = torch.finfo(object_logits.dtype).min
         object_logits = object_logits.masked_fill(~object_mask.bool().unsqueeze(1), lowest)
         return torch.cat([object_logits, self.none_score(queries)], dim=-1)
+
+    @staticmethod
+    def type_loss(type_logits: torch.Tensor, gold_types: torch.Tensor, span_mask: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy of the gold types `(batch, entities)` over the entities of `span_mask`;
+        zero without any."""
+        if not bool(span_mask.any()):
+            return type_logits.new_zeros((), dtype=torch.float)
+        return torch.nn.functional.cross_entropy(type_logits[span_mask].float(), gold_types[span_mask])
 
     @staticmethod
     def loss(logits: torch.Tensor, targets: torch.Tensor, span_mask: torch.Tensor) -> torch.Tensor:

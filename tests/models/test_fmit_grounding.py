@@ -1,6 +1,7 @@
 """FMIT with the entity_grounding block: off by default, trains, decodes a box per entity, scores gmner_f1."""
 import copy
 
+import pytest
 import torch
 from tango.common import Params
 
@@ -124,3 +125,82 @@ def test_a_training_batch_of_tweets_without_entities_trains(tiny_bert):
     readable = model.make_output_human_readable(model(**batch))
     assert all("box" in entity for sentence in readable["entities"] for entity in sentence)
     assert model.get_metrics()["gmner-f1"] == (1.0 if not any(readable["entities"]) else 0.0)
+
+
+def _region_typed_instances() -> list[TaggingInstance]:
+    """As `_instances`, but each entity's type is drawn apart from its name and shown only by its
+    candidate's feature (a PER look or a LOC look beside the name's own), so the words cannot type it."""
+    looks = {"George": torch.eye(8)[0] * 3, "Paris": torch.eye(8)[1] * 3}
+    type_look = {"PER": torch.eye(8)[3] * 3, "LOC": torch.eye(8)[4] * 3}
+    instances = []
+    for first, second, first_type, order in [
+        ("George", "Paris", "PER", (0, 1, 2)), ("Paris", "George", "LOC", (2, 0, 1)),
+        ("George", "Paris", "LOC", (1, 2, 0)), ("Paris", "George", "PER", (0, 2, 1)),
+        ("George", "Paris", "LOC", (2, 1, 0)), ("Paris", "George", "PER", (1, 0, 2)),
+        ("George", "Paris", "PER", (2, 0, 1)), ("Paris", "George", "LOC", (0, 1, 2)),
+    ]:
+        second_type = "LOC" if first_type == "PER" else "PER"
+        features = torch.zeros(3, 8)
+        features[order[0]] = looks[first] + type_look[first_type]
+        features[order[1]] = looks[second] + type_look[second_type]
+        features[order[2]] = torch.eye(8)[5] * 3  # a distractor
+        visual = VisualObjects(features, torch.tensor([[0, 2]] * 3), ["proposal"] * 3, list(BOXES))
+        boxes = {(0, 1): [BOXES[order[0]]], (2, 3): [BOXES[order[1]]]}
+        instances.append(TaggingInstance([first, "with", second], [f"B-{first_type}", "O", f"B-{second_type}"],
+                                         visual=visual, entity_boxes=boxes))
+    return instances
+
+
+def test_type_from_region_retags_each_entity_with_the_heads_type_and_keeps_its_boundaries(tiny_bert):
+    model = _model(tiny_bert, entity_grounding={"projection_dim": 8, "type_from_region": True})
+    head = model.entity_grounding
+    assert head is not None and head.typer is not None and head.entity_types == ("LOC", "PER")
+    batch = collate(_instances(), model.vocab)
+    model.eval()
+    with torch.no_grad():
+        head.typer.bias.copy_(torch.tensor([50.0, -50.0]))  # always LOC
+        readable = model.make_output_human_readable(model(**batch))
+        head.typer.bias.copy_(torch.tensor([-50.0, 50.0]))  # always PER
+        as_per = model.make_output_human_readable(model(**batch))
+    spans = [[(e["start"], e["end"]) for e in sentence] for sentence in readable["entities"]]
+    assert any(spans) and spans == [[(e["start"], e["end"]) for e in sentence] for sentence in as_per["entities"]]
+    for sentence, tags in zip(readable["entities"], readable["tags"]):
+        for entity in sentence:
+            assert entity["type"] == "LOC" and entity["type_confidence"] == pytest.approx(1.0)
+            assert tags[entity["start"]] == "B-LOC" and set(tags[entity["start"] + 1 : entity["end"]]) <= {"I-LOC"}
+    assert all(entity["type"] == "PER" for sentence in as_per["entities"] for entity in sentence)
+
+
+def test_type_loss_is_the_cross_entropy_of_the_gold_types(tiny_bert):
+    model = _model(tiny_bert, entity_grounding={"projection_dim": 8, "type_from_region": True})
+    batch = collate(_instances(), model.vocab)
+    model.train()
+    output = model(**batch)
+    head = model.entity_grounding
+    assert head is not None
+    head_inputs = (output["grounding_words"], output["grounding_objects"], output["grounding_candidates"],
+                   batch["entity_spans"], batch["entity_span_mask"])
+    torch.manual_seed(1)  # no dropout in this model: the same outputs again
+    type_logits, _ = head.types(*head_inputs)
+    # Every tweet of `_instances`: a PER first (type 1 of LOC, PER), a LOC last (type 0).
+    gold = torch.tensor([[1, 0]] * 6)
+    expected = torch.nn.functional.cross_entropy(type_logits.reshape(-1, 2), gold.reshape(-1))
+    assert output["type_loss"].item() == pytest.approx(expected.item(), rel=1e-5)
+    without = _model(tiny_bert, entity_grounding={"projection_dim": 8})
+    assert "type_loss" not in without(**collate(_instances(), without.vocab))
+
+
+def test_type_from_region_learns_types_only_the_regions_show(tiny_bert):
+    model = _model(tiny_bert, entity_grounding={"projection_dim": 8, "type_from_region": True})
+    batch = collate(_region_typed_instances(), model.vocab)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(120):
+        optimizer.zero_grad()
+        model(**batch)["loss"].backward()
+        optimizer.step()
+    model.eval()
+    model.get_metrics(reset=True)
+    model(**batch)
+    metrics = model.get_metrics(reset=True)
+    assert metrics["f1-measure-overall"] == 1.0 and metrics["gmner-f1"] == 1.0
