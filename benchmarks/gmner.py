@@ -31,6 +31,7 @@ import sys
 import time
 from pathlib import Path
 from typing import Any, Optional
+from xml.etree import ElementTree
 
 import torch
 
@@ -48,7 +49,8 @@ from fmit_plugin.data.span_utils import bio_tags_to_spans  # noqa: E402
 from fmit_plugin.metrics.gmner_f1 import GmnerF1Measure  # noqa: E402
 from fmit_plugin.models import fmit as fmit_module  # noqa: E402
 from fmit_plugin.models.archival import load_archive  # noqa: E402
-from fmit_plugin.synthetic.generator import generate_dataset  # noqa: E402
+from fmit_plugin.synthetic.generator import generate_dataset, identity_marks, invented_words  # noqa: E402
+from fmit_plugin.vision.backbones import EfficientNetLiteImageBackbone  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "training_configs" / "fmit_gmner.jsonnet"
@@ -153,6 +155,77 @@ def heuristic_scores(archive_file: Path, test_file: Path) -> dict[str, dict[str,
     return {name: metric.get_metric() for name, metric in metrics.items()}
 
 
+def gold_grounding(archive_file: Path, test_file: Path) -> dict[str, Any]:
+    """The head's accuracy on the gold groundable entities (gold spans given), by how many gold entities the
+    tweet has: with one, the entity's shape is the only candidate of an entity's look; with two or three, only
+    the identity marks tell which shape is whose, so chance is about 1/2 and 1/3 there."""
+    archive = load_archive(archive_file)
+    model = archive.model
+    model.eval()
+    head = model.entity_grounding
+    assert head is not None, f"{archive_file} has no entity_grounding"
+    instances = archive.validation_dataset_reader.read(str(test_file))
+    right: dict[str, int] = {}
+    total: dict[str, int] = {}
+    for start in range(0, len(instances), 32):
+        batch = collate(instances[start : start + 32], model.vocab)
+        with torch.inference_mode():
+            output = model(**batch)
+            logits = head(output["grounding_words"], output["grounding_objects"], output["grounding_candidates"],
+                          batch["entity_spans"], batch["entity_span_mask"])  # (batch, entities, options)
+        targets = batch["grounding_targets"]  # (batch, entities, options): the right options
+        hit = targets.gather(2, logits.argmax(-1, keepdim=True)).squeeze(-1) > 0
+        # Groundable entities only ("none" is right for the others whatever the marks).
+        counted = batch["entity_span_mask"] & (targets[..., :-1].sum(-1) > 0)
+        for row, entities in enumerate(batch["entity_span_mask"].sum(-1).tolist()):
+            key = str(entities) if entities < 3 else "3+"
+            right[key] = right.get(key, 0) + int(hit[row][counted[row]].sum())
+            total[key] = total.get(key, 0) + int(counted[row].sum())
+    return {key: {"entities": total[key], "accuracy": right[key] / total[key]}
+            for key in sorted(total) if total[key]}
+
+
+def mark_probe(data: Path, data_seed: int, steps: int = 500) -> dict[str, Any]:
+    """Whether the backbone's features carry the identity marks: a linear softmax probe (standardised features,
+    Adam, full batch) from the EfficientNet-Lite0 vector of each gold entity box's crop to its name's mark,
+    fitted on the train split's boxes and scored on the test split's; chance is the test split's commonest mark."""
+    from PIL import Image
+
+    marks = identity_marks(invented_words(data_seed))
+    mark_ids = {mark: index for index, mark in enumerate(sorted(set(marks.values())))}
+    backbone = EfficientNetLiteImageBackbone().eval()
+    features: dict[str, list[torch.Tensor]] = {"train": [], "test": []}
+    labels: dict[str, list[int]] = {"train": [], "test": []}
+    for xml_file in sorted((data / "xml").glob("*.xml")):
+        split = "train" if "_train_" in xml_file.name else "test" if "_test_" in xml_file.name else None
+        if split is None:
+            continue
+        root = ElementTree.parse(xml_file).getroot()
+        image = Image.open(data / "images" / str(root.findtext("filename"))).convert("RGB")
+        crops = []
+        for item in root.iter("object"):
+            crops.append(image.crop(tuple(int(str(item.findtext(f"bndbox/{key}")))
+                                          for key in ("xmin", "ymin", "xmax", "ymax"))))
+            labels[split].append(mark_ids[marks[str(item.findtext("name"))]])
+        with torch.inference_mode():
+            features[split].append(backbone(crops))  # (objects, 1280)
+    train, test = torch.cat(features["train"]), torch.cat(features["test"])
+    mean, std = train.mean(0), train.std(0) + 1e-6
+    train, test = (train - mean) / std, (test - mean) / std
+    train_labels, test_labels = torch.tensor(labels["train"]), torch.tensor(labels["test"])
+    torch.manual_seed(0)
+    probe = torch.nn.Linear(train.shape[1], len(mark_ids))
+    optimizer = torch.optim.Adam(probe.parameters(), lr=1e-2, weight_decay=1e-3)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(probe(train), train_labels).backward()
+        optimizer.step()
+    with torch.no_grad():
+        accuracy = (probe(test).argmax(-1) == test_labels).float().mean().item()
+    return {"train_boxes": len(train_labels), "test_boxes": len(test_labels), "accuracy": accuracy,
+            "chance": torch.bincount(test_labels).max().item() / len(test_labels)}
+
+
 def validation_curve(run: Path) -> list[dict[str, float]]:
     """Each epoch's validation span F1 and, with the head, GMNER F1 and grounding accuracy (from the trainer's
     metrics_epoch_<n>.json): the rows side by side show whether the head slows the tagger down."""
@@ -179,6 +252,9 @@ def run_row(name: str, extra: dict[str, str], data: Path, work: Path, args: argp
         row[subset] = evaluate_archive(archive, path)
         if extra.get("GROUNDING_WEIGHT") == "0":
             row[f"{subset}_heuristics"] = heuristic_scores(archive, path)
+    if extra.get("GROUNDING_WEIGHT") != "0":
+        row["gold_grounding"] = gold_grounding(archive, files["test"])
+        row["gold_grounding_train"] = gold_grounding(archive, data / "train.txt")
     if args.remove_runs:
         shutil.rmtree(run, ignore_errors=True)
     return row
@@ -212,11 +288,17 @@ def _scores(metrics: dict[str, float]) -> list[str]:
     return [f"{100 * metrics[key]:.1f}" for key in ("gmner-precision", "gmner-recall", "gmner-f1")]
 
 
+def _by_entities(measured: Optional[dict[str, Any]]) -> str:
+    if not measured:
+        return "-"
+    return " / ".join(f"{100 * measured[key]['accuracy']:.1f}" if key in measured else "-" for key in ("1", "2", "3+"))
+
+
 def table(result: dict[str, Any]) -> str:
     counts = result["dataset"]["subset_tweets"]
     header = ["row", "GMNER P", "GMNER R", "GMNER F1", f"GMNER F1, {counts['with_image']} tweets with an image",
               f"GMNER F1, {counts['multi_entity']} tweets with 2+ entities", "entity-only F1",
-              "grounding accuracy"]
+              "grounding accuracy", "head on gold entities, tweets of 1 / 2 / 3+ entities: test (train)"]
     rows = []
     for row in result["rows"]:
         if "test_heuristics" in row:
@@ -226,18 +308,20 @@ def table(result: dict[str, Any]) -> str:
                     f"heuristic: {name}, entities of {row['row'].split(' (')[0]}" + (" (the stronger)" if name == best
                                                                                       else ""),
                     *_scores(metrics), *(f"{100 * row[f'{s}_heuristics'][name]['gmner-f1']:.1f}" for s in SUBSETS),
-                    f"{100 * metrics['entity-f1']:.1f}", f"{100 * metrics['grounding-accuracy']:.1f}",
+                    f"{100 * metrics['entity-f1']:.1f}", f"{100 * metrics['grounding-accuracy']:.1f}", "-",
                 ])
         else:
             test = row["test"]
             rows.append([row["row"], *_scores(test), *(f"{100 * row[s]['gmner-f1']:.1f}" for s in SUBSETS),
-                         f"{100 * test['entity-f1']:.1f}", f"{100 * test['grounding-accuracy']:.1f}"])
+                         f"{100 * test['entity-f1']:.1f}", f"{100 * test['grounding-accuracy']:.1f}",
+                         f"{_by_entities(row.get('gold_grounding'))} "
+                         f"({_by_entities(row.get('gold_grounding_train'))})"])
     floor = result.get("floor")
     if floor:
         test = floor["test"]
         rows.append([f"{floor['row']}, {floor['tweets']['train']} / {floor['tweets']['test']} train / test tweets",
                      *_scores(test), "-", "-", f"{100 * test['entity-f1']:.1f}",
-                     f"{100 * test['grounding-accuracy']:.1f}"])
+                     f"{100 * test['grounding-accuracy']:.1f}", "-"])
     sizes = result["dataset"]["tweets"]
     caption = (
         f"Grounded MNER on synthetic tweets (seed {result['dataset']['data_seed']}, {sizes['train']} / "
@@ -246,7 +330,9 @@ def table(result: dict[str, Any]) -> str:
         f"{result['boundary_weight']:g}, offline MiniLM + EfficientNet-Lite0, on "
         f"{result['machine']['cpu_count']} CPU cores shared with other jobs, {result['machine']['torch_threads']} "
         f"torch thread(s) (`{result['command']}`). Entity-only F1 is span F1; grounding accuracy is over the "
-        "entities found with the right span and type."
+        "entities found with the right span and type; the last column is the head's accuracy on the gold "
+        "groundable entities given their spans (`gold_grounding`), on the test tweets and, in brackets, on the "
+        "training tweets it learnt from; with two or three entities only the identity marks tell their shapes apart."
     )
     bound = result["dataset"].get("oracle")
     if bound:
@@ -255,6 +341,13 @@ def table(result: dict[str, Any]) -> str:
             f"{100 * bound['gmner-f1']:.1f} on these test tweets, {100 * bound['gmner-f1-with-image']:.1f} on those "
             f"with an image; without the marks it could get only {100 * bound['gmner-f1-with-image-without-marks']:.1f}"
             " there."
+        )
+    probe = result["dataset"].get("mark_probe")
+    if probe:
+        caption += (
+            f" The marks are in the backbone's features: a linear probe (`mark_probe`) names the mark of "
+            f"{100 * probe['accuracy']:.1f}% of the {probe['test_boxes']} test entity boxes (chance "
+            f"{100 * probe['chance']:.1f}%)."
         )
     caption += "\n\n"
     return caption + markdown_table(header, rows)
@@ -300,12 +393,25 @@ def main(argv: Optional[list[str]] = None) -> None:
                         help="run nothing: join the results files of processes that each ran some --rows on the "
                              "same data and settings (rows in the benchmark's order) into --output")
     parser.add_argument("--machine-note", help="replaces the results file's note on the machine")
+    parser.add_argument("--measure-from", metavar="WORK_DIR",
+                        help="with --combine: measure what the parts lack (`gold_grounding` of the head rows, the "
+                             "`mark_probe`) from the data and archives a run left in WORK_DIR (data/, runs/)")
     args = parser.parse_args(argv)
     command = " ".join(["python", "benchmarks/gmner.py", *(argv if argv is not None else sys.argv[1:])])
     if args.combine:
         result = combine([json.loads(Path(part).read_text()) for part in args.combine])
         result["machine_note"] = args.machine_note or result["machine_note"]
         result["command"] += "; " + command
+        if args.measure_from:
+            import_plugins()
+            work = Path(args.measure_from)
+            if "mark_probe" not in result["dataset"]:
+                result["dataset"]["mark_probe"] = mark_probe(work / "data", result["dataset"]["data_seed"])
+            for row in result["rows"]:
+                archive = work / "runs" / row["row"].replace(" ", "_").replace("/", "-") / "model.tar.gz"
+                for key, split in (("gold_grounding", "test"), ("gold_grounding_train", "train")):
+                    if row["environment"].get("GROUNDING_WEIGHT") != "0" and key not in row:
+                        row[key] = gold_grounding(archive, work / "data" / f"{split}.txt")
         Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
         if not args.no_readme:
             publish("gmner", table(result))
@@ -339,7 +445,9 @@ def main(argv: Optional[list[str]] = None) -> None:
         "seed": args.seed, "epochs": args.epochs, "layers": args.layers,
         "boundary_weight": args.boundary_weight,
         "dataset": {"settings": settings, "data_seed": args.data_seed, "tweets": sizes,
-                    "subset_tweets": write_subsets(data, work), "oracle": json.loads(oracle_file.read_text())},
+                    "subset_tweets": write_subsets(data, work), "oracle": json.loads(oracle_file.read_text()),
+                    "mark_probe": previous["dataset"]["mark_probe"] if same and "mark_probe" in previous.get(
+                        "dataset", {}) else mark_probe(data, args.data_seed)},
         "rows": [],
     }
     os.environ.update(environment(data, work, args, {}))

@@ -623,6 +623,17 @@ def _split_tweets(
     return tweets, rng
 
 
+def invented_words(seed: int) -> InventedWords:
+    """The invented words of the dataset generated with `seed`."""
+    # The seed string keeps its old "vocabulary" suffix: changing it would change every generated dataset.
+    return make_invented_words(random.Random(f"fmit-synthetic/{seed}/vocabulary"))
+
+
+def identity_marks(invented: InventedWords) -> dict[str, str]:
+    """Each entity name (words joined by spaces) -> the identity mark its shapes carry (`IDENTITY_MARKS`)."""
+    return {" ".join(name): IDENTITY_MARKS[index % len(IDENTITY_MARKS)] for index, name in enumerate(invented.names)}
+
+
 def oracle_right(tweet: SyntheticTweet, marks: Optional[Mapping[str, str]]) -> float:
     """
     How many of the tweet's entities an oracle gets right (type and box, grounded MNER with candidates tied to
@@ -741,9 +752,8 @@ def generate_dataset(
     if _is_non_empty_dir(output) and not overwrite:
         raise DatasetExistsError(f"{output} is not empty; pass overwrite=True (--overwrite) to replace it")
 
-    # The seed string keeps its old "vocabulary" suffix: changing it would change every generated dataset.
-    invented = make_invented_words(random.Random(f"fmit-synthetic/{seed}/vocabulary"))
-    marks = {" ".join(name): IDENTITY_MARKS[index % len(IDENTITY_MARKS)] for index, name in enumerate(invented.names)}
+    invented = invented_words(seed)
+    marks = identity_marks(invented)
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
     try:

@@ -516,7 +516,10 @@ def dark_pixels(image: Image.Image, box: tuple[int, int, int, int]) -> set[tuple
 
 
 def test_grounded_entities_show_their_names_identity_mark_and_nothing_else_changes(tmp_path):
+    from PIL import ImageDraw
+
     plain, grounded = tmp_path / "plain", tmp_path / "grounded"
+    marks = generator.identity_marks(generator.invented_words(5))
     generate_dataset(plain, num_tweets=SMALL, seed=5)
     generate_dataset(grounded, num_tweets=SMALL, seed=5, grounded_entities=True)
     regions = {json.loads(line)["image_id"]: json.loads(line)["regions"]
@@ -544,6 +547,10 @@ def test_grounded_entities_show_their_names_identity_mark_and_nothing_else_chang
                     continue
                 box = boxes[first, last]
                 assert dark_pixels(before, box) == set() and dark_pixels(after, box) != set()
+                # ... and it is the mark `identity_marks` names for that name.
+                alone = Image.new("RGB", after.size, (255, 255, 255))
+                generator.draw_identity_mark(ImageDraw.Draw(alone), marks[name], box)
+                assert dark_pixels(alone, box) == dark_pixels(after, box)
                 # The same name in a box of the same size shows the same mark, whatever its type.
                 marks_by_name.setdefault((name, box[2] - box[0]), set()).add(frozenset(dark_pixels(after, box)))
                 checked += 1
