@@ -13,7 +13,9 @@ shape, jittered, shuffled; no phrase-tied regions), with the same text encoder (
   of their mean output with each candidate's) and the largest candidate box; the stronger one is the baseline.
 
 Scores: GMNER P / R / F1 (`gmner_f1`), entity-only F1, grounding accuracy; on all test tweets, on those with an
-image, and on those with two or more entities; and the generator's oracle bound on the test tweets. With
+image, and on those with two or more entities; and the generator's oracle bound on the test tweets. Also, to
+say why where it falls short: the head's accuracy on the gold entities by entities per tweet, on the test and the
+training tweets (`gold_grounding`), and whether the backbone's features carry the identity marks (`mark_probe`). With
 `--gmner-train N` also the floor on the Twitter-GMNER text (../shared) with the uniform empty image: the head
 can only say "none", so only not-groundable entities count.
 
