@@ -40,7 +40,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from accuracy import machine  # noqa: E402
 from readme_tables import markdown_table, publish  # noqa: E402
-from synthetic import has_image  # noqa: E402
+from synthetic import has_image, run_dir  # noqa: E402
 
 from fmit_plugin.commands.evaluate import evaluate_archive  # noqa: E402
 from fmit_plugin.commands.extract_visual_objects import extract_visual_objects  # noqa: E402
@@ -157,34 +157,41 @@ def heuristic_scores(archive_file: Path, test_file: Path) -> dict[str, dict[str,
     return {name: metric.get_metric() for name, metric in metrics.items()}
 
 
-def gold_grounding(archive_file: Path, test_file: Path) -> dict[str, Any]:
-    """The head's accuracy on the gold groundable entities (gold spans given), by how many gold entities the
-    tweet has: with one, the entity's shape is the only candidate of an entity's look; with two or three, only
-    the identity marks tell which shape is whose, so chance is about 1/2 and 1/3 there."""
+# Result key -> split of the `gold_grounding` measurements of every head row.
+GOLD_GROUNDING_SPLITS = {"gold_grounding": "test", "gold_grounding_train": "train"}
+
+
+def gold_grounding(archive_file: Path, files: dict[str, Path]) -> dict[str, dict[str, Any]]:
+    """For each key's file: the head's accuracy on the gold groundable entities (gold spans given), by how many
+    gold entities the tweet has. With one, the entity's shape is the only candidate of an entity's look; with two
+    or three, only the identity marks tell which shape is whose, so chance is about 1/2 and 1/3 there."""
     archive = load_archive(archive_file)
     model = archive.model
     model.eval()
     head = model.entity_grounding
     assert head is not None, f"{archive_file} has no entity_grounding"
-    instances = archive.validation_dataset_reader.read(str(test_file))
-    right: dict[str, int] = {}
-    total: dict[str, int] = {}
-    for start in range(0, len(instances), 32):
-        batch = collate(instances[start : start + 32], model.vocab)
-        with torch.inference_mode():
-            output = model(**batch)
-            logits = head(output["grounding_words"], output["grounding_objects"], output["grounding_candidates"],
-                          batch["entity_spans"], batch["entity_span_mask"])  # (batch, entities, options)
-        targets = batch["grounding_targets"]  # (batch, entities, options): the right options
-        hit = targets.gather(2, logits.argmax(-1, keepdim=True)).squeeze(-1) > 0
-        # Groundable entities only ("none" is right for the others whatever the marks).
-        counted = batch["entity_span_mask"] & (targets[..., :-1].sum(-1) > 0)
-        for row, entities in enumerate(batch["entity_span_mask"].sum(-1).tolist()):
-            key = str(entities) if entities < 3 else "3+"
-            right[key] = right.get(key, 0) + int(hit[row][counted[row]].sum())
-            total[key] = total.get(key, 0) + int(counted[row].sum())
-    return {key: {"entities": total[key], "accuracy": right[key] / total[key]}
-            for key in sorted(total) if total[key]}
+    measured: dict[str, dict[str, Any]] = {}
+    for name, path in files.items():
+        instances = archive.validation_dataset_reader.read(str(path))
+        right: dict[str, int] = {}
+        total: dict[str, int] = {}
+        for start in range(0, len(instances), 32):
+            batch = collate(instances[start : start + 32], model.vocab)
+            with torch.inference_mode():
+                output = model(**batch)
+                logits = head(output["grounding_words"], output["grounding_objects"], output["grounding_candidates"],
+                              batch["entity_spans"], batch["entity_span_mask"])  # (batch, entities, options)
+            targets = batch["grounding_targets"]  # (batch, entities, options): the right options
+            hit = targets.gather(2, logits.argmax(-1, keepdim=True)).squeeze(-1) > 0
+            # Groundable entities only ("none" is right for the others whatever the marks).
+            counted = batch["entity_span_mask"] & (targets[..., :-1].sum(-1) > 0)
+            for row, entities in enumerate(batch["entity_span_mask"].sum(-1).tolist()):
+                key = str(entities) if entities < 3 else "3+"
+                right[key] = right.get(key, 0) + int(hit[row][counted[row]].sum())
+                total[key] = total.get(key, 0) + int(counted[row].sum())
+        measured[name] = {key: {"entities": total[key], "accuracy": right[key] / total[key]}
+                          for key in sorted(total) if total[key]}
+    return measured
 
 
 def mark_probe(data: Path, data_seed: int, steps: int = 500) -> dict[str, Any]:
@@ -242,7 +249,7 @@ def validation_curve(run: Path) -> list[dict[str, float]]:
 
 def run_row(name: str, extra: dict[str, str], data: Path, work: Path, args: argparse.Namespace) -> dict[str, Any]:
     os.environ.update(environment(data, work, args, extra))
-    run = work / "runs" / name.replace(" ", "_").replace("/", "-")
+    run = run_dir(work, name)
     started = time.time()
     train_model_from_file(CONFIG, run, overrides={"trainer.seed": args.seed}, force=True)
     wall = time.time() - started
@@ -255,8 +262,8 @@ def run_row(name: str, extra: dict[str, str], data: Path, work: Path, args: argp
         if extra.get("GROUNDING_WEIGHT") == "0":
             row[f"{subset}_heuristics"] = heuristic_scores(archive, path)
     if extra.get("GROUNDING_WEIGHT") != "0":
-        row["gold_grounding"] = gold_grounding(archive, files["test"])
-        row["gold_grounding_train"] = gold_grounding(archive, data / "train.txt")
+        splits = {key: data / f"{split}.txt" for key, split in GOLD_GROUNDING_SPLITS.items()}
+        row.update(gold_grounding(archive, splits))
     if args.remove_runs:
         shutil.rmtree(run, ignore_errors=True)
     return row
@@ -410,10 +417,10 @@ def main(argv: Optional[list[str]] = None) -> None:
             if "mark_probe" not in result["dataset"]:
                 result["dataset"]["mark_probe"] = mark_probe(work / "data", result["dataset"]["data_seed"])
             for row in result["rows"]:
-                archive = work / "runs" / row["row"].replace(" ", "_").replace("/", "-") / "model.tar.gz"
-                for key, split in (("gold_grounding", "test"), ("gold_grounding_train", "train")):
-                    if row["environment"].get("GROUNDING_WEIGHT") != "0" and key not in row:
-                        row[key] = gold_grounding(archive, work / "data" / f"{split}.txt")
+                missing = {key: work / "data" / f"{split}.txt" for key, split in GOLD_GROUNDING_SPLITS.items()
+                           if key not in row}
+                if row["environment"].get("GROUNDING_WEIGHT") != "0" and missing:
+                    row.update(gold_grounding(run_dir(work, row["row"]) / "model.tar.gz", missing))
         Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
         if not args.no_readme:
             publish("gmner", table(result))

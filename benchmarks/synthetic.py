@@ -100,9 +100,14 @@ def environment(data: Path, store: Path, visual: bool, epochs: int) -> dict[str,
     return variables
 
 
+def run_dir(work: Path, name: str) -> Path:
+    """The serialization directory of the row `name` under the work directory."""
+    return work / "runs" / name.replace(" ", "_").replace("/", "-")
+
+
 def run_row(name: str, config: str, data: Path, visual: bool, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     os.environ.update(environment(data, work / "visual_features.sqlite", visual, args.epochs))
-    serialization_dir = work / "runs" / name.replace(" ", "_").replace("/", "-")
+    serialization_dir = run_dir(work, name)
     started = time.time()
     train_model_from_file(CONFIGS / config, serialization_dir, overrides={"trainer.seed": args.seed}, force=True)
     wall = time.time() - started
