@@ -179,8 +179,8 @@ def gold_grounding(archive_file: Path, files: dict[str, Path]) -> dict[str, dict
             batch = collate(instances[start : start + 32], model.vocab)
             with torch.inference_mode():
                 output = model(**batch)
-                logits = head(output["grounding_words"], output["grounding_objects"], output["grounding_candidates"],
-                              batch["entity_spans"], batch["entity_span_mask"])  # (batch, entities, options)
+                # (batch, entities, options)
+                logits = head(output["grounding_inputs"], batch["entity_spans"], batch["entity_span_mask"])
             targets = batch["grounding_targets"]  # (batch, entities, options): the right options
             hit = targets.gather(2, logits.argmax(-1, keepdim=True)).squeeze(-1) > 0
             # Groundable entities only ("none" is right for the others whatever the marks).
@@ -366,9 +366,15 @@ def combine(parts: list[dict[str, Any]]) -> dict[str, Any]:
     """One results file from several processes' (rows run in parallel on the same generated data and
     settings): their rows in the benchmark's order, the last floor row, every command."""
     base = dict(parts[0])
+
+    def setting(part: dict[str, Any], key: str) -> Any:
+        # The mark probe is measured from the data alone: a part made before runs measured it still matches.
+        value = part.get(key)
+        return {k: v for k, v in value.items() if k != "mark_probe"} if key == "dataset" and value else value
+
     for part in parts[1:]:
         for key in ("dataset", "epochs", "layers", "boundary_weight", "seed"):
-            if part.get(key) != base.get(key):
+            if setting(part, key) != setting(base, key):
                 raise ValueError(f"cannot combine results with different {key}: {part.get(key)} != {base.get(key)}")
     rows = {row["row"]: row for part in parts for row in part["rows"]}
     base["rows"] = [rows[name] for name, _ in ROWS if name in rows]

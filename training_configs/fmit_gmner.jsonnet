@@ -7,6 +7,9 @@
 //   ENCODER           "pytorch_transformer" for the w/o Rel row  (default: the flat lattice transformer)
 //   GROUNDING_WEIGHT  weight of the grounding loss; 0 trains the same model without the head (default 1.0)
 //   TYPE_FROM_REGION  0: entities keep the tagger's types instead of the head's (default 1, type_from_region)
+//   NAME_PROJECTION_DIM  size of the name-to-appearance term; 0 leaves it out (default 32, name_projection_dim)
+//   NAME_LR           learning rate of that term's layers (default 2e-3: at the base 2e-4 they are far from fitted
+//                     in the epochs the rest of the model needs; docs/model.md)
 //   NUM_LAYERS        encoder layers (default 3);  BOUNDARY_WEIGHT  lambda of EBD, 0 removes it (default 0.25)
 local common = import 'common.libsonnet';
 local env = common.env;
@@ -29,6 +32,7 @@ local config = common + {
 };
 local weight = env_number("GROUNDING_WEIGHT", 1.0);
 local layers = env_number("NUM_LAYERS", 3);
+local name_dim = env_number("NAME_PROJECTION_DIM", 32);
 local encoder = if env("ENCODER", "") == "pytorch_transformer" then {
   type: "pytorch_transformer", input_dim: 512, num_layers: layers, num_attention_heads: 8,
   feedforward_hidden_dim: 2048, dropout_prob: 0.2,
@@ -36,7 +40,16 @@ local encoder = if env("ENCODER", "") == "pytorch_transformer" then {
 
 config.fmit(num_layers=layers, encoder=encoder, boundary_weight=env_number("BOUNDARY_WEIGHT", 0.25)) + {
   model+: if weight > 0 then {
-    entity_grounding: { loss_weight: weight, type_from_region: env("TYPE_FROM_REGION", "1") != "0" },
+    entity_grounding: {
+      loss_weight: weight,
+      type_from_region: env("TYPE_FROM_REGION", "1") != "0",
+      name_projection_dim: name_dim,
+    },
   } else {},
-  trainer+: { validation_metric: if weight > 0 then "+gmner-f1" else "+f1-measure-overall" },
+  trainer+: {
+    validation_metric: if weight > 0 then "+gmner-f1" else "+f1-measure-overall",
+  } + if weight > 0 && name_dim > 0 then {
+    optimizer+: { parameter_groups+: [[["^entity_grounding\\.(name_query|appearance_norm|appearance_key)\\."],
+                                       { lr: env_number("NAME_LR", 2e-3) }]] },
+  } else {},
 }

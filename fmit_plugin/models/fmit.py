@@ -14,7 +14,7 @@ from fmit_plugin.metrics.gmner_f1 import GmnerF1Measure
 from fmit_plugin.metrics.span_f1 import SpanF1Measure
 from fmit_plugin.models.model import Model
 from fmit_plugin.modules.conditional_random_field import ConditionalRandomField
-from fmit_plugin.modules.entity_grounding import EntityGrounding, ground_spans, spans_tensor
+from fmit_plugin.modules.entity_grounding import EntityGrounding, GroundingInputs, ground_spans, spans_tensor
 from fmit_plugin.modules.flat_lattice import LatticeProjection, build_flat_lattice, lattice_inputs_of
 from fmit_plugin.modules.flat_lattice_transformer import FlatLatticeTransformer
 from fmit_plugin.modules.tagging_head import TaggingHead, require_bio
@@ -90,7 +90,9 @@ class Fmit(Model):
         "none"; its loss is added with its `loss_weight`, `get_metrics` adds `gmner_f1`'s scores and
         the entities of `make_output_human_readable` their `box` and `box_confidence`. With its
         `type_from_region`, every predicted entity's type is the head's (from its words and region),
-        with a `type_confidence`. Off when absent (no parameters added).
+        with a `type_confidence`; with its `name_projection_dim`, each entity's name out of context
+        (the embedder's `embed_out_of_context`) is also matched to each candidate's backbone features.
+        Off when absent (no parameters added).
     """
 
     default_predictor = "sentence_tagger"
@@ -160,7 +162,10 @@ class Fmit(Model):
         # Prefix (0 O, 1 B, 2 I) and type index of every label id, for `_boundary_tags`.
         prefixes, kinds, types = label_tensors(labels)
         self.entity_grounding = (
-            entity_grounding.construct(input_dim=hidden_dim, entity_types=types) if entity_grounding else None
+            entity_grounding.construct(
+                input_dim=hidden_dim, entity_types=types, name_dim=text_field_embedder.get_output_dim(),
+                appearance_dim=visual_dim,
+            ) if entity_grounding else None
         )
         self._gmner_metric = GmnerF1Measure()
         # The B- and I- ids of each type, for retyping entities from their regions (`type_from_region`).
@@ -242,11 +247,16 @@ class Fmit(Model):
         output = self.tagging_head.tag(word_outputs, word_mask, words, tags)
         if self.entity_grounding is not None:
             given = 0 if object_mask is None else object_mask.shape[1]
+            uses_names = self.entity_grounding.uses_names
             output.update(
-                grounding_words=word_outputs,
-                # (batch, given objects, d): the empty-image object appended last is no candidate.
-                grounding_objects=self.dropout(lattice.object_outputs(encoded))[:, :given],
-                grounding_candidates=lattice.object_mask[:, :given],
+                grounding_inputs=GroundingInputs(
+                    words=word_outputs,
+                    # (batch, given objects, d): the empty-image object appended last is no candidate.
+                    objects=self.dropout(lattice.object_outputs(encoded))[:, :given],
+                    candidates=lattice.object_mask[:, :given],
+                    names=self.text_field_embedder.embed_out_of_context(words).to(device) if uses_names else None,
+                    appearances=features[:, :given] if uses_names else None,  # (batch, given objects, visual_dim)
+                ),
                 object_boxes=[item.get("object_boxes", []) for item in metadata or [{} for _ in words]],
             )
             if self.entity_grounding.typer is not None:
@@ -262,8 +272,7 @@ class Fmit(Model):
             output["loss"] = output["loss"] + self.boundary_weight * boundary_loss
         if self.entity_grounding is not None:
             if grounding_targets is not None and entity_spans is not None and entity_span_mask is not None:
-                head_inputs = (word_outputs, output["grounding_objects"], output["grounding_candidates"],
-                               entity_spans, entity_span_mask)
+                head_inputs = (output["grounding_inputs"], entity_spans, entity_span_mask)
                 if self.entity_grounding.typer is not None and tags is not None:
                     type_logits, logits = self.entity_grounding.types(*head_inputs)
                     # (batch, entities): each gold entity's type, read at its first word.
@@ -272,6 +281,10 @@ class Fmit(Model):
                 else:
                     logits = self.entity_grounding(*head_inputs)
                 grounding_loss = self.entity_grounding.loss(logits, grounding_targets, entity_span_mask)
+                if self.entity_grounding.uses_names:
+                    name_loss = self.entity_grounding.name_loss(*head_inputs, grounding_targets)
+                    output["name_loss"] = name_loss
+                    grounding_loss = grounding_loss + self.entity_grounding.name_contrastive_weight * name_loss
                 output["grounding_loss"] = grounding_loss
                 if "loss" in output:
                     head_loss = grounding_loss + output.get("type_loss", 0.0)
@@ -295,10 +308,7 @@ class Fmit(Model):
         if not any(spans):
             return
         span_tensor, span_mask = spans_tensor(spans, tags.device)
-        type_logits, _ = self.entity_grounding.types(
-            output["grounding_words"], output["grounding_objects"], output["grounding_candidates"], span_tensor,
-            span_mask,
-        )
+        type_logits, _ = self.entity_grounding.types(output["grounding_inputs"], span_tensor, span_mask)
         confidence, best = torch.softmax(type_logits.float(), dim=-1).max(dim=-1)
         best_rows, confidence_rows = best.tolist(), confidence.tolist()
         for row, sentence in enumerate(spans):
@@ -314,10 +324,7 @@ class Fmit(Model):
     def _grounded(self, output: dict[str, Any], spans: list[list[tuple[int, int]]]) -> list[list[tuple[Any, float]]]:
         """The box and its confidence for each (start, end exclusive) span of each sentence."""
         assert self.entity_grounding is not None
-        return ground_spans(
-            self.entity_grounding, output["grounding_words"], output["grounding_objects"],
-            output["grounding_candidates"], output["object_boxes"], spans,
-        )
+        return ground_spans(self.entity_grounding, output["grounding_inputs"], output["object_boxes"], spans)
 
     def _update_gmner_metric(
         self, output: dict[str, Any], tags: torch.Tensor, word_mask: torch.Tensor, metadata: list[dict[str, Any]]

@@ -178,8 +178,7 @@ def test_type_loss_is_the_cross_entropy_of_the_gold_types(tiny_bert):
     output = model(**batch)
     head = model.entity_grounding
     assert head is not None
-    head_inputs = (output["grounding_words"], output["grounding_objects"], output["grounding_candidates"],
-                   batch["entity_spans"], batch["entity_span_mask"])
+    head_inputs = (output["grounding_inputs"], batch["entity_spans"], batch["entity_span_mask"])
     torch.manual_seed(1)  # no dropout in this model: the same outputs again
     type_logits, _ = head.types(*head_inputs)
     # Every tweet of `_instances`: a PER first (type 1 of LOC, PER), a LOC last (type 0).
@@ -204,3 +203,37 @@ def test_type_from_region_learns_types_only_the_regions_show(tiny_bert):
     model(**batch)
     metrics = model.get_metrics(reset=True)
     assert metrics["f1-measure-overall"] == 1.0 and metrics["gmner-f1"] == 1.0
+
+
+def test_name_term_trains_and_its_state_round_trips(tiny_bert):
+    settings = {"projection_dim": 8, "name_projection_dim": 4}
+    model = _model(tiny_bert, entity_grounding=settings)
+    head = model.entity_grounding
+    assert head is not None and head.uses_names and head.name_query is not None
+    assert head.name_query.in_features == 16 and head.appearance_norm.num_features == 8  # the model's dims
+    instances = _instances()
+    batch = collate(instances, model.vocab)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    model.train()
+    first = None
+    for _ in range(150):
+        optimizer.zero_grad()
+        output = model(**batch)
+        output["loss"].backward()
+        optimizer.step()
+        first = first if first is not None else (output["grounding_loss"].item(), output["name_loss"].item())
+    assert output["name_loss"].item() < 0.5 * first[1] and output["grounding_loss"].item() < 0.1 * first[0]
+    # The running statistics are those of the real candidates (the batch, every step the same).
+    real = batch["object_features"][batch["object_mask"].bool()]
+    assert torch.allclose(head.appearance_norm.running_mean, real.mean(0), atol=1e-4)
+    model.eval()
+    model.get_metrics(reset=True)
+    readable = model.make_output_human_readable(model(**batch))
+    assert model.get_metrics(reset=True)["gmner-f1"] == 1.0
+    # A fresh model given the trained state (the BatchNorm's running statistics included) answers the same.
+    loaded = _model(tiny_bert, entity_grounding=settings)
+    loaded.load_state_dict(model.state_dict())
+    loaded.eval()
+    again = loaded.make_output_human_readable(loaded(**batch))
+    assert again["entities"] == readable["entities"]
+    assert [entity["box"] for entity in again["entities"][0]] == [list(BOXES[0]), list(BOXES[1])]

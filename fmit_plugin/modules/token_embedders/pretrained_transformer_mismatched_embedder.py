@@ -146,6 +146,26 @@ class PretrainedTransformerMismatchedEmbedder(TokenEmbedder):
         word_vectors = word_vectors.view(batch_size, max_words, -1) * pieces.word_mask.unsqueeze(-1)
         return word_vectors, pieces.word_mask
 
+    def embed_out_of_context(self, words: list[list[str]]) -> torch.Tensor:
+        """
+        `(batch, max_words, dim)`: each word the mean of its pieces' input embeddings (the
+        transformer's vocabulary table, before any layer), which no other word of the sentence
+        changes; zeros for padding. One table lookup, no transformer pass.
+        """
+        table = self.transformer_model.get_input_embeddings()
+        flat_ids = self._piece_ids(words)
+        max_words = max((len(sentence) for sentence in words), default=0)
+        device = table.weight.device
+        if not flat_ids:
+            return table.weight.new_zeros(len(words), max_words, table.weight.shape[1])
+        # The flat index of each word in (batch * max_words), repeated once per piece.
+        slots = [row * max_words + column for row, sentence in enumerate(words) for column in range(len(sentence))]
+        owners = torch.tensor([slot for slot, ids in zip(slots, flat_ids, strict=True) for _ in ids], device=device)
+        pieces = table(torch.tensor([piece for ids in flat_ids for piece in ids], device=device))  # (pieces, dim)
+        sums = pieces.new_zeros(len(words) * max_words, pieces.shape[-1]).index_add_(0, owners, pieces)
+        counts = torch.bincount(owners, minlength=len(words) * max_words).clamp(min=1).unsqueeze(-1)
+        return (sums / counts.to(sums.dtype)).view(len(words), max_words, -1)
+
     def _piece_ids(self, words: list[list[str]]) -> list[list[int]]:
         """The pieces of every word of every sentence, flattened: each word tokenized on its own (one
         batched tokenizer call); a word the tokenizer gives no piece gets the unknown token."""

@@ -25,3 +25,20 @@ class TokenEmbedder(torch.nn.Module, Registrable):
 
     def forward(self, words: list[list[str]]) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
+
+    def embed_out_of_context(self, words: list[list[str]]) -> torch.Tensor:
+        """
+        `(batch, max_words, dim)`: every word embedded on its own, without its sentence, so that the
+        same word has the same vector in every sentence (zeros for padding). By default `forward` on
+        each word as a one-word sentence; an embedder can give something cheaper.
+        """
+        flat = [[word] for sentence in words for word in sentence]
+        max_words = max((len(sentence) for sentence in words), default=0)
+        if not flat:
+            return torch.zeros(len(words), max_words, self.get_output_dim())
+        vectors = self.forward(flat)[0][:, 0]  # (all words, dim)
+        out = vectors.new_zeros(len(words), max_words, vectors.shape[-1])
+        rows = torch.tensor([row for row, sentence in enumerate(words) for _ in sentence], device=vectors.device)
+        columns = torch.tensor([column for sentence in words for column in range(len(sentence))], device=vectors.device)
+        out[rows, columns] = vectors
+        return out

@@ -133,3 +133,21 @@ def test_frozen_and_random_weight_options(tiny_bert):
     vectors, _ = mixed([["paris"]])
     vectors.sum().backward()
     assert mixed._scalar_mix.scalar_parameters[0].grad is not None
+
+
+def test_out_of_context_a_word_is_the_mean_of_its_pieces_input_embeddings(tiny_bert):
+    embedder = _embedder(tiny_bert)
+    words = [["George", "Zimmerman", "spotted"], ["Zimmerman"]]
+    vectors = embedder.embed_out_of_context(words)
+    assert vectors.shape == (2, 3, embedder.get_output_dim())
+    table = embedder.transformer_model.get_input_embeddings().weight
+    for row, sentence in enumerate(words):
+        for column, word in enumerate(sentence):
+            ids = embedder.tokenizer(word, add_special_tokens=False)["input_ids"]
+            assert torch.allclose(vectors[row, column], table[ids].mean(0), atol=1e-6)
+    assert torch.all(vectors[1, 1:] == 0)  # padding
+    # The same word, whatever its sentence: unlike `forward`, whose vectors mix in the context.
+    assert torch.equal(vectors[0, 1], vectors[1, 0])
+    contextual, _ = embedder(words)
+    assert not torch.allclose(contextual[0, 1], contextual[1, 0])
+    assert embedder.embed_out_of_context([[]]).shape == (1, 0, embedder.get_output_dim())
