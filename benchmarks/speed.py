@@ -26,7 +26,9 @@ round-robin within a group so that load from other processes hits every row alik
    batch 16 x (L words + 8 objects) for `--long-lengths` L, against the same-size plain
    `pytorch_transformer` (the w/o Rel encoder) and the dense-R formulation it replaced
    (`FlatLatticeTransformer.dense_forward`, up to `--long-dense-words`; the size of its R is recorded
-   for every L). Its own table (`speed_long` in docs/speed.md), so run it with its own `--output`:
+   for every L); with `--long-column-lookups`, also FMIT forward with the objects' columns looked up
+   (`column_windows = False`, the code before the windows). Its own table (`speed_long` in
+   docs/speed.md), so run it with its own `--output`:
 
        python benchmarks/speed.py --groups long --threads 1 --long-repeats 2 --long-dense-words 256 \
            --output benchmarks/results/speed_long.json --publish
@@ -41,7 +43,9 @@ Peak memory: on CUDA, `torch.cuda.max_memory_allocated` over one call minus what
 before it. On CPU, the process's resident-set high-water mark over one call minus the resident set
 before it (Linux: VmHWM is reset through /proc/self/clear_refs): memory the call actually touched,
 allocator caching included, so a little coarser than the CUDA figure. The `long` group shows the
-median of `--long-memory-calls` calls (every call's figure is kept) and also records, on CPU, the most
+median of `--long-memory-calls` calls (every call's figure is kept), each row measured in a fresh
+process after one warm-up call (`--long-memory-processes fresh`, the default: in the benchmark's own
+process a call's rise also depends on what the rows before it left in glibc's heap), and also records, on CPU, the most
 tensor bytes alive at once during one call (`tensor_peak_memory`: the CUDA figure's definition), which
 is exact: the resident set's rise of a call of a few tens of MiB moves by a quarter between calls,
 with the allocator's reuse of what earlier calls freed.
@@ -64,12 +68,13 @@ import random
 import re
 import shlex
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 import weakref
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import torch
 from tango.common import Params
@@ -468,7 +473,10 @@ def tagger_groups(args: argparse.Namespace, batches: list[list[TaggingInstance]]
 
 def record_group(results: dict[str, Any], group: str, setting: str, rows: dict[str, Callable[[], Any]],
                  items: int, args: argparse.Namespace, device: torch.device, baseline: Optional[str] = None,
-                 extra: Optional[dict[str, Row]] = None) -> None:
+                 extra: Optional[dict[str, Row]] = None,
+                 memory: Optional[Callable[[str], list[Optional[int]]]] = None) -> None:
+    """Times `rows` interleaved and records each one's figures; `memory(name)`, where given, measures a long
+    row's resident-set rises (else this process does)."""
     repeats = {"fusion": args.fusion_repeats, "long": args.long_repeats}.get(group, args.repeats)
     logging.info("%s / %s: %s (%d rounds)", group, setting, ", ".join(rows), repeats)
     times = run_interleaved(rows, repeats, args.warmup, device)
@@ -480,7 +488,7 @@ def record_group(results: dict[str, Any], group: str, setting: str, rows: dict[s
         if group == "long":
             # The resident set's rise moves by a quarter between calls of the same code (glibc's
             # reuse of what earlier calls freed): the median of several calls, each one kept.
-            calls = [peak_memory(call, device) for _ in range(args.long_memory_calls)]
+            calls = memory(name) if memory else [peak_memory(call, device) for _ in range(args.long_memory_calls)]
             row["peak_memory_calls_bytes"] = calls
             row["peak_memory_bytes"] = None if None in calls else int(statistics.median(calls))
             row["tensor_peak_bytes"] = tensor_peak_memory(call, device)
@@ -647,6 +655,18 @@ def fusion_group(args: argparse.Namespace, device: torch.device, results: dict[s
 PLAIN = "plain Transformer (w/o Rel)"
 FMIT_L3 = "FMIT l=3"
 DENSE = "FMIT l=3, dense R (before)"
+LOOKUPS = "FMIT l=3, column lookups (before)"
+
+
+def with_column_lookups(encoder: FlatLatticeTransformer, *args: Any, **kwargs: Any) -> torch.Tensor:
+    """`encoder`'s forward with the objects' columns looked up per pair, not by windows (`column_windows`)."""
+    for layer in encoder.layers:
+        layer.attention.column_windows = False
+    try:
+        return encoder(*args, **kwargs)
+    finally:
+        for layer in encoder.layers:
+            layer.attention.column_windows = None
 
 
 def dense_r_bytes(cells: int) -> int:
@@ -654,12 +674,10 @@ def dense_r_bytes(cells: int) -> int:
     return BATCH_SIZE * cells**2 * 512 * 4
 
 
-def long_group(args: argparse.Namespace, device: torch.device, results: dict[str, Any]) -> None:
+def long_rows(args: argparse.Namespace, device: torch.device) -> Iterator[tuple[int, int, dict[str, Any]]]:
     """
-    Long inputs: FMIT l = 3 (d = 512) forward and training step at batch 16 x (L words + 8 objects),
-    against the same-size plain `pytorch_transformer` (the w/o Rel encoder) and against the dense
-    formulation (`FlatLatticeTransformer.dense_forward`, the `(batch, L, L, d)` `R`), the latter only
-    up to `--long-dense-words` words (its `R` alone is recorded for every length).
+    The long group's calls, length by length: (words, cells, {mode: {row name: call}}), the same models,
+    inputs and random numbers in every process (so that `--long-memory-probe` rebuilds a row exactly).
     """
     from allennlp_light.modules.seq2seq_encoders import PytorchTransformer
 
@@ -668,8 +686,6 @@ def long_group(args: argparse.Namespace, device: torch.device, results: dict[str
     fmit = FlatLatticeTransformer(num_layers=3).to(device)
     plain = PytorchTransformer(input_dim=512, num_layers=3, feedforward_hidden_dim=2048, num_attention_heads=8,
                                dropout_prob=0.2).to(device)
-    results["long"] = {"dense_words_max": args.long_dense_words, "repeats": args.long_repeats,
-                       "memory_calls": args.long_memory_calls}
     for words in args.long_lengths:
         cells = words + 2 + MAX_OBJECTS
         head, tail = (t.to(device) for t in positions(BATCH_SIZE, cells, MAX_OBJECTS, generator))
@@ -682,7 +698,8 @@ def long_group(args: argparse.Namespace, device: torch.device, results: dict[str
         }
         if words <= args.long_dense_words:
             calls[DENSE] = functools.partial(fmit.dense_forward, inputs, mask, head=head, tail=tail)
-        extra = {DENSE: {"R_bytes": dense_r_bytes(cells)}}
+        if args.long_column_lookups:
+            calls[LOOKUPS] = functools.partial(with_column_lookups, fmit, inputs, mask, head=head, tail=tail)
         forward_rows = {}
         train_rows = {}
         for name, call in calls.items():
@@ -704,17 +721,64 @@ def long_group(args: argparse.Namespace, device: torch.device, results: dict[str
                 optimizer.zero_grad(set_to_none=True)
 
             forward_rows[name] = forward
-            train_rows[name] = step
-        for mode, rows in (("forward", forward_rows), ("training step", train_rows)):
+            if name != LOOKUPS:  # with a gradient the columns are looked up anyway
+                train_rows[name] = step
+        yield words, cells, {"forward": forward_rows, "training step": train_rows}
+
+
+def long_memory_probe(args: argparse.Namespace, device: torch.device) -> list[Optional[int]]:
+    """`--long-memory-probe WORDS MODE ROW`: that row's resident-set rise over `--long-memory-calls` calls,
+    in this (fresh) process, after one warm-up call."""
+    words, mode, name = int(args.long_memory_probe[0]), args.long_memory_probe[1], args.long_memory_probe[2]
+    for length, _, modes in long_rows(args, device):
+        if length == words:
+            call = modes[mode][name]
+            call()
+            return [peak_memory(call, device) for _ in range(args.long_memory_calls)]
+    raise ValueError(f"--long-memory-probe: {words} words is not one of --long-lengths {args.long_lengths}")
+
+
+def fresh_memory_calls(args: argparse.Namespace, words: int, mode: str, name: str) -> list[Optional[int]]:
+    """`long_memory_probe` of one row in a new process: the rise a call makes of a heap no other row
+    has shaped (in the benchmark's own process the same call's rise moves with what earlier rows left
+    in glibc's heap: the plain transformer's at 512 words was 213-278 MiB in one run, 327-392 in another)."""
+    command = [sys.executable, __file__, "--long-memory-probe", str(words), mode, name, "--device", args.device,
+               "--long-lengths", *map(str, args.long_lengths), "--long-dense-words", str(args.long_dense_words),
+               "--long-memory-calls", str(args.long_memory_calls)]
+    command += ["--threads", str(args.threads)] if args.threads else []
+    command += ["--long-column-lookups"] if args.long_column_lookups else []
+    command += ["--bf16"] if args.bf16 else []
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"memory probe of {name!r} at {words} words failed: {done.stderr.strip()[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def long_group(args: argparse.Namespace, device: torch.device, results: dict[str, Any]) -> None:
+    """
+    Long inputs: FMIT l = 3 (d = 512) forward and training step at batch 16 x (L words + 8 objects),
+    against the same-size plain `pytorch_transformer` (the w/o Rel encoder) and against the dense
+    formulation (`FlatLatticeTransformer.dense_forward`, the `(batch, L, L, d)` `R`), the latter only
+    up to `--long-dense-words` words (its `R` alone is recorded for every length).
+    """
+    results["long"] = {"dense_words_max": args.long_dense_words, "repeats": args.long_repeats,
+                       "memory_calls": args.long_memory_calls, "memory_processes": args.long_memory_processes}
+    for words, cells, modes in long_rows(args, device):
+        extra = {DENSE: {"R_bytes": dense_r_bytes(cells)}}
+        for mode, rows in modes.items():
             if mode not in args.long_modes:
                 continue
             setting = f"{mode}, 16 x ({words} words + 8 objects)"
-            record_group(results, "long", setting, rows, BATCH_SIZE, args, device, baseline=PLAIN, extra=extra)
+            memory = (functools.partial(fresh_memory_calls, args, words, mode) if args.long_memory_processes == "fresh"
+                      else None)
+            record_group(results, "long", setting, rows, BATCH_SIZE, args, device, baseline=PLAIN, extra=extra,
+                         memory=memory)
             entry = results["groups"]["long"][setting]
             entry.update({"mode": mode, "words": words, "cells": cells, "dense_R_bytes": dense_r_bytes(cells)})
-            if DENSE in rows:
-                entry["rows"][FMIT_L3]["ratio_to_dense"] = paired_ratio(entry["rows"][FMIT_L3]["times_s"],
-                                                                        entry["rows"][DENSE]["times_s"])
+            for other, key in ((DENSE, "ratio_to_dense"), (LOOKUPS, "ratio_to_lookups")):
+                if other in rows:
+                    entry["rows"][FMIT_L3][key] = paired_ratio(entry["rows"][FMIT_L3]["times_s"],
+                                                               entry["rows"][other]["times_s"])
             # Saved as it goes: the long rows take long, a stopped run keeps what it measured.
             Path(args.output).parent.mkdir(parents=True, exist_ok=True)
             Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
@@ -749,7 +813,9 @@ def render_long(results: dict[str, Any]) -> str:
            if "commands" in results else f"Command: `{results['command']}`") + ".",
         "Batch 16, d = 512, 8 heads, feed-forward 2048, 3 layers; time in ms per call, median (interquartile "
         "range); ratios are medians (range) of per-round ratios; MiB: the resident set's rise over a call, "
-        f"median (range) of {results['long'].get('memory_calls', 1)} calls, its ratio that of the medians; "
+        f"median (range) of {results['long'].get('memory_calls', 1)} calls"
+        + (" in a fresh process per row (after one warm-up call)"
+           if results["long"].get("memory_processes") == "fresh" else "") + ", its ratio that of the medians; "
         "tensor MiB: the most tensor bytes alive at once in one call (what CUDA's `max_memory_allocated` "
         "counts, taken by hand on CPU), exact and the same in every run; growth is the "
         "row's time (memory) over the previous length's.",
@@ -946,6 +1012,13 @@ def main() -> None:
     parser.add_argument("--long-modes", nargs="+", choices=["forward", "training step"],
                         default=["forward", "training step"],
                         help="what the long group measures (more rounds of one mode at one length, say)")
+    parser.add_argument("--long-memory-processes", choices=["fresh", "same"], default="fresh",
+                        help="the long group's resident-set rises: each row in a fresh process (after one warm-up "
+                             "call), or in the benchmark's own process")
+    parser.add_argument("--long-memory-probe", nargs=3, metavar=("WORDS", "MODE", "ROW"),
+                        help=argparse.SUPPRESS)  # internal: one row's rises, printed as JSON (fresh_memory_calls)
+    parser.add_argument("--long-column-lookups", action="store_true",
+                        help="the long group's forward also with the objects' columns looked up (the code before)")
     parser.add_argument("--bucketing-tweets", type=int, default=2048, help="tweets of the bucketing group")
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "twitter2015" / "train.txt"))
     parser.add_argument("--seed", type=int, default=13370)
@@ -967,6 +1040,11 @@ def main() -> None:
             merged = merge_long([json.loads(Path(name).read_text()) for name in args.render])
             Path(args.output).write_text(json.dumps(merged, indent=2) + "\n")
         show(json.loads(Path(args.output if len(args.render) > 1 else args.render[0]).read_text()), args.publish)
+        return
+    if args.long_memory_probe:
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        print(json.dumps(long_memory_probe(args, torch.device(args.device))))
         return
     if not args.output:
         parser.error("--output is required")

@@ -180,8 +180,9 @@ class RelativeMultiHeadAttention(torch.nn.Module):
       projected table followed by Transformer-XL's relative shift (views of it, no copy);
     * between a sequence cell and a special cell (either way round) `R` depends only on the
       special cell's span and the distance, so ``W_kR`` is applied to two small per-span tables
-      (`RelativePositions.column_table` / `row_table`) and each pair gathers its row: the columns
-      as one product per pair, the special rows (few) as a product with the whole table then a
+      (`RelativePositions.column_table` / `row_table`): the columns as a product of each
+      example's queries with a window of the table per special cell (`column_windows`) or as one
+      looked-up row per pair, the special rows (few) as a product with the whole table then a
       gather; the `(m x m)` block of special cells with each other from `R` of those pairs. These
       are written over the shifted scores;
     * the scale ``1 / sqrt(d_head)`` is applied to the queries, and everything per head is
@@ -228,6 +229,15 @@ class RelativeMultiHeadAttention(torch.nn.Module):
     column_chunk_elements = 2**20
     column_chunk_inputs = 1
 
+    # How the special cells' columns are scored: by windows of the per-span table, two small
+    # operations per (example, special cell) pair (`_column_window_scores`), or by lookups of its
+    # rows in chunks (`_column_scores`); None: windows on CPU without a gradient (the lookups copy
+    # batch x cells x specials x dim numbers; FMIT's forward takes 0.96-1.00x their time from 32 to
+    # 1024 words, docs/speed.md), lookups otherwise: with a gradient each window's backward would be
+    # a zero tensor of the whole table, and an accelerator would launch 2 x batch x specials
+    # kernels where the lookups take one.
+    column_windows: Optional[bool] = None
+
     def __init__(self, hidden_dim: int, num_heads: int, attention_dropout: float = 0.0) -> None:
         super().__init__()
         if hidden_dim % num_heads != 0:
@@ -267,8 +277,19 @@ class RelativeMultiHeadAttention(torch.nn.Module):
         # are batched over (heads x batch) and the per-distance table is shared by a head's batch.
         # The scale 1 / sqrt(d_head) goes on the queries, a (cells, dim) tensor, not on the scores.
         query_content = self._head_major(torch.add(query, self.u).mul_(scale))
-        query_position = self._head_major(torch.add(query, self.v).mul_(scale))
+        query_position = torch.add(query, self.v).mul_(scale)
         del query  # peak memory: only the layer's head-major tensors stay
+        # (spans x (2 extent + 1), dim): W_kR R + b_kR of a sequence cell with a special cell, for
+        # every span and distance.
+        column_key = (
+            self.key_relative(positions.column_table).flatten(0, 1) if positions.column_table is not None else None
+        )
+        # (heads, batch, cells, specials): the special cells' columns by windows of that table, else
+        # each chunk looks its rows up (`_sequence_rows`).
+        column_scores = None
+        if column_key is not None and self._column_windows(inputs):
+            column_scores = self._column_window_scores(query_position, column_key, positions)
+        query_position = self._head_major(query_position)
         # (heads, batch, cells, head_dim), strided views: the attention kernel reads them so, and
         # the explicit softmax's products take each chunk of examples' contiguous (`_examples`).
         key = self._head_major(self._split_heads(self.key(inputs)), contiguous=False)
@@ -279,11 +300,6 @@ class RelativeMultiHeadAttention(torch.nn.Module):
         # hidden), the columns from the first one that is padding somewhere (`mask` is the one
         # `positions` was made with).
         hidden_keys = ~mask.bool()[None, :, None, positions.first_hidden :]
-        # (spans x (2 extent + 1), dim): W_kR R + b_kR of a sequence cell with a special cell, for
-        # every span and distance; each chunk gathers its rows.
-        column_key = (
-            self.key_relative(positions.column_table).flatten(0, 1) if positions.column_table is not None else None
-        )
         # (heads, spans x (2 extent + 1), head_dim): the same of a special cell with a sequence cell.
         row_key = None
         if positions.special_index.size(1):
@@ -313,7 +329,8 @@ class RelativeMultiHeadAttention(torch.nn.Module):
         # by one: the backward of a split is one concatenation, that of each slice a zero tensor of
         # the whole.
         groups = [
-            self._examples(content, position, group_key, group_value, sequence_key, column_key, row_key,
+            self._examples(content, position, group_key, group_value, sequence_key, column_key,
+                           None if column_scores is None else column_scores[:, examples], row_key,
                            positions.examples(examples), hidden_keys[:, examples], rows_per_chunk, buffer,
                            None if output is None else output.permute(2, 0, 1, 3)[:, examples])
             for examples, content, position, group_key, group_value in zip(
@@ -356,6 +373,7 @@ class RelativeMultiHeadAttention(torch.nn.Module):
         value: torch.Tensor,
         sequence_key: torch.Tensor,
         column_key: Optional[torch.Tensor],
+        column_scores: Optional[torch.Tensor],
         row_key: Optional[torch.Tensor],
         positions: RelativePositions,
         hidden_keys: torch.Tensor,
@@ -379,8 +397,8 @@ class RelativeMultiHeadAttention(torch.nn.Module):
             query_content.split(rows_per_chunk, dim=2),
             query_position.split(rows_per_chunk, dim=2),
         ):
-            chunk = self._sequence_rows(content, position, key, value, sequence_key, column_key, positions,
-                                        hidden_keys, start, buffer)
+            chunk = self._sequence_rows(content, position, key, value, sequence_key, column_key, column_scores,
+                                        positions, hidden_keys, start, buffer)
             if out is None:
                 chunks.append(chunk)
             else:
@@ -470,6 +488,37 @@ class RelativeMultiHeadAttention(torch.nn.Module):
         # times (batch, rows, 1, heads, head_dim), summed -> (heads, batch, rows, specials)
         return (relative_key * query_position.permute(1, 2, 0, 3).unsqueeze(2)).sum(-1).permute(3, 0, 1, 2)
 
+    def _column_windows(self, inputs: torch.Tensor) -> bool:
+        """Whether the special cells' columns are scored by `_column_window_scores` (see `column_windows`)."""
+        if self.column_windows is not None:
+            return self.column_windows
+        return inputs.device.type == "cpu" and not torch.is_grad_enabled()
+
+    def _column_window_scores(
+        self, query_position: torch.Tensor, column_key: torch.Tensor, positions: RelativePositions
+    ) -> torch.Tensor:
+        """
+        ``(q_i + v) . (W_kR R_ij + b_kR)`` of every query row ``i``, taken as a sequence cell, with
+        every special cell ``j``, `(heads, batch, cells, specials)`, from the (scaled) queries
+        `(batch, cells, heads, head_dim)` and the projected per-span table `column_key`. A sequence
+        cell's row of the table is cell 0's plus its cell index, so each (example, special cell)
+        pair multiplies its queries with one contiguous window of the table, a view: no
+        `(batch, rows, specials, dim)` lookup copied out of it. Rows past the table's end belong to
+        special or padding cells (recomputed or discarded) and get 0.
+        """
+        batch_size, num_cells, heads, head_dim = query_position.shape
+        assert positions.column_index is not None
+        table_rows = column_key.size(0)
+        # (batch, specials, cells, heads)
+        scores = query_position.new_zeros(batch_size, positions.column_index.size(2), num_cells, heads)
+        # One read-back of (batch x specials) numbers; this path runs on CPU only (`column_windows`).
+        for example, offsets in enumerate(positions.column_index[:, 0].tolist()):
+            for special, offset in enumerate(offsets):
+                rows = min(num_cells, table_rows - offset)
+                window = column_key[offset : offset + rows].view(rows, heads, head_dim)
+                scores[example, special, :rows] = (query_position[example, :rows] * window).sum(-1)
+        return scores.permute(3, 0, 2, 1)
+
     def _sequence_rows(
         self,
         query_content: torch.Tensor,
@@ -478,6 +527,7 @@ class RelativeMultiHeadAttention(torch.nn.Module):
         value: torch.Tensor,
         sequence_key: torch.Tensor,
         column_key: Optional[torch.Tensor],
+        column_scores: Optional[torch.Tensor],
         positions: RelativePositions,
         hidden_keys: torch.Tensor,
         start: int,
@@ -520,11 +570,14 @@ class RelativeMultiHeadAttention(torch.nn.Module):
         if buffer is None:
             position = position.contiguous()
         position = position.view(heads, batch_size, rows, num_cells)
-        if column_key is not None and positions.column_index is not None:
-            # The columns of the special cells, written over: (q_i + v) . (W_kR R_ij + b_kR) with
-            # the projected R looked up by (span, distance), in pieces of rows whose
-            # (batch, rows, specials, dim) lookups stay under `column_chunk_elements` and
-            # `column_chunk_inputs`.
+        # The columns of the special cells, written over: (q_i + v) . (W_kR R_ij + b_kR), from
+        # `column_scores` where given, else with the projected R looked up by (span, distance), in
+        # pieces of rows whose (batch, rows, specials, dim) lookups stay under
+        # `column_chunk_elements` and `column_chunk_inputs`.
+        columns = None
+        if column_scores is not None:
+            columns = column_scores[:, :, start:stop]
+        elif column_key is not None and positions.column_index is not None:
             num_special = positions.column_index.size(2)
             input_elements = batch_size * num_cells * self.hidden_dim
             budget = min(self.column_chunk_elements, self.column_chunk_inputs * input_elements)
@@ -536,6 +589,7 @@ class RelativeMultiHeadAttention(torch.nn.Module):
             ]
             # (heads, batch, rows, specials)
             columns = torch.cat(pieces, dim=2) if len(pieces) > 1 else pieces[0]
+        if columns is not None:
             index = positions.special_index[None, :, None, :].expand(heads, -1, rows, -1)
             position.scatter_(3, index, columns)
         return self._attend(query_content, key, value, position, hidden_keys)

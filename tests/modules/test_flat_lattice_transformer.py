@@ -288,10 +288,12 @@ def _literal_eq_9_and_10(encoder, inputs, mask, head, tail):
     return hidden * mask.unsqueeze(-1).to(hidden.dtype)
 
 
-def _chunked(encoder, chunk_elements, chunk_rows=None):
+def _chunked(encoder, chunk_elements, chunk_rows=None, column_windows=None):
     """`encoder` with query chunks (and pieces of the objects' columns) of at most `chunk_elements` per
-    tensor (None: as built) and at most `chunk_rows` rows."""
+    tensor (None: as built) and at most `chunk_rows` rows, the objects' columns scored by windows of
+    their table or by lookups as `column_windows` says (None: as built)."""
     for layer in encoder.layers:
+        layer.attention.column_windows = column_windows
         if chunk_elements is not None:
             layer.attention.score_chunk_elements = chunk_elements
             layer.attention.column_chunk_elements = chunk_elements
@@ -303,11 +305,13 @@ def _chunked(encoder, chunk_elements, chunk_rows=None):
 # One chunk; chunks of two examples x 4 rows (the 3 x 15 cells of `_random_lattice` in chunks of
 # 2 x 2 heads x 4 x (15 + 3) products: 2 + 1 examples, 4 + 4 + 4 + 3 rows); one example and a few
 # rows per chunk; one row per chunk.
+@pytest.mark.parametrize("column_windows", [None, True])
 @pytest.mark.parametrize("chunks", [(None, None), (288, 4), (300, None), (1, None)])
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_forward_equals_the_dense_formulation_and_literal_equations_with_gradients(chunks, seed):
-    # train() with dropout 0: the training path, deterministic.
-    encoder = _chunked(_encoder(dropout_prob=0.0, max_distance=6).train(), *chunks)
+def test_forward_equals_the_dense_formulation_and_literal_equations_with_gradients(chunks, seed, column_windows):
+    # train() with dropout 0: the training path, deterministic; the objects' columns by lookups (as
+    # built with a gradient) and by windows of their table.
+    encoder = _chunked(_encoder(dropout_prob=0.0, max_distance=6).train(), *chunks, column_windows=column_windows)
     if chunks == (288, 4):
         assert encoder.layers[0].attention._chunk_shape(3, 15) == (2, 4)
     lattice = _random_lattice(seed)
@@ -321,12 +325,15 @@ def test_forward_equals_the_dense_formulation_and_literal_equations_with_gradien
     assert (encoded[~lattice.mask] == 0).all()
 
 
+@pytest.mark.parametrize("column_windows", [None, False])
 @pytest.mark.parametrize("chunks", [(None, None), (2400, 8), (2000, None), (1, None)])
-def test_float32_forward_matches_the_dense_formulation_to_1e_5(chunks):
+def test_float32_forward_matches_the_dense_formulation_to_1e_5(chunks, column_windows):
     # Without a gradient: the fused attention kernel, in one chunk, chunks of examples and rows, of
-    # one example and some rows, of one row (every chunk reuses the buffer of the first).
+    # one example and some rows, of one row (every chunk reuses the buffer of the first); the
+    # objects' columns by windows of their table (as built on CPU without a gradient) and by lookups.
     torch.manual_seed(0)
-    encoder = _chunked(FlatLatticeTransformer(32, 2, 4, 64, dropout_prob=0.0).eval(), *chunks)
+    encoder = _chunked(FlatLatticeTransformer(32, 2, 4, 64, dropout_prob=0.0).eval(), *chunks,
+                       column_windows=column_windows)
     lattice = _random_lattice(3, batch=4, max_words=20, max_objects=6, dim=32)
     if chunks == (2400, 8):  # 4 heads x 8 x (28 + 7) products per example: 2 examples of 4 per chunk
         assert encoder.layers[0].attention._chunk_shape(4, 28) == (2, 8)
@@ -337,11 +344,12 @@ def test_float32_forward_matches_the_dense_formulation_to_1e_5(chunks):
     assert torch.allclose(fast, dense, rtol=1e-5, atol=1e-5 * dense.abs().max().item())
 
 
+@pytest.mark.parametrize("column_windows", [None, True])
 @pytest.mark.parametrize("shift", ["shifted", "flipped", "plain"])
-def test_other_positions_equal_the_dense_formulation(shift):
+def test_other_positions_equal_the_dense_formulation(shift, column_windows):
     # Shifted positions keep the Toeplitz structure (an offset per example); flipped ones make every
     # cell special; a plain sequence has none.
-    encoder = _encoder(dropout_prob=0.0).train()
+    encoder = _chunked(_encoder(dropout_prob=0.0).train(), None, column_windows=column_windows)
     lattice = _random_lattice(4)
     head, tail = {
         "shifted": (lattice.head + 7, lattice.tail + 7),
@@ -483,3 +491,26 @@ def test_a_batch_without_examples_or_cells_gives_an_empty_output(shape):
     assert encoded.shape == inputs.shape
     encoded.sum().backward()
     assert inputs.grad is not None and inputs.grad.shape == inputs.shape
+
+
+@pytest.mark.parametrize("grad", [False, True])
+def test_objects_columns_by_windows_on_cpu_without_a_gradient_else_by_lookups(grad, monkeypatch):
+    encoder = _encoder(dropout_prob=0.0).eval().float()
+    lattice = _random_lattice(6)
+    calls = {"windows": 0, "lookups": 0}
+    attention = type(encoder.layers[0].attention)
+    windows, lookups = attention._column_window_scores, attention._column_scores
+
+    def counted(name, method):
+        def call(*args, **kwargs):
+            calls[name] += 1
+            return method(*args, **kwargs)
+        return call
+
+    monkeypatch.setattr(attention, "_column_window_scores", counted("windows", windows))
+    monkeypatch.setattr(attention, "_column_scores", counted("lookups", lookups))
+    with torch.set_grad_enabled(grad):
+        encoder(lattice.embeddings.float(), lattice.mask, lattice.head, lattice.tail)
+    # windows: once per layer; lookups: at least once per layer (per chunk and piece of rows)
+    assert (calls["windows"] == len(encoder.layers)) is not grad
+    assert (calls["lookups"] >= len(encoder.layers)) is grad
