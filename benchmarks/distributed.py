@@ -182,7 +182,7 @@ def main() -> None:
         "outputs_identical": True,  # asserted above: predict bytes and store entries, every worker count
         "load_average_before": [round(v, 2) for v in load_before],
         "load_average_after": [round(v, 2) for v in os.getloadavg()],
-        "notes": "a shared machine: other jobs ran at the same time (see the load averages); rows were interleaved. "
+        "notes": "other jobs may share the machine (see the load averages); rows were interleaved. "
                  "*_runs: [wall seconds from launch to exit, seconds the command reports for its work] per run",
         "command": " ".join(["python", *sys.argv]),
         "machine": machine(),
@@ -212,11 +212,13 @@ def table(result: dict) -> str:
         body.append(cells)
     cpu = result["machine"]
     load = ", ".join(str(v) for v in result["load_average_before"])
+    after = ", ".join(str(v) for v in result.get("load_average_after", []))
     return markdown_table(header, body) + (
         f"\n{settings['tweets']} tweets ({settings['model']}), {settings['images']} images "
         f"({settings['extractor']}); {settings['omp_num_threads_per_worker']} thread(s) per worker, median of "
-        f"{settings['repeats']}; {cpu['cpu_count']} CPU cores ({cpu['processor']}, torch {cpu['torch']}), shared with "
-        f"other jobs: load average {load} before the run. Outputs identical to 1 worker's (checked). "
+        f"{settings['repeats']}; {cpu['cpu_count']} CPU cores ({cpu['processor']}, torch {cpu['torch']}); load average "
+        f"{load} before the run" + (f", {after} after" if after else "")
+        + ". Outputs identical to 1 worker's (checked). "
         f"`{result['command']}`\n"
     )
 
